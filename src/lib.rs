@@ -1,0 +1,10 @@
+//! keyscribe: video keyframe analysis.
+//!
+//! A video is decoded with FFmpeg, sampled frames are embedded with MobileCLIP2, keyframes
+//! are selected where the embedding changes, each keyframe is described by FastVLM, and the
+//! result is written as a timestamped analysis document. See `DESIGN.md` for the stages.
+
+pub mod analysis;
+pub mod atomic;
+pub mod models;
+pub mod time;

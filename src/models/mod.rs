@@ -1,0 +1,90 @@
+//! Neural networks in candle: the FastViT image towers, MobileCLIP2 and FastVLM.
+//!
+//! One file per model family; shared building blocks live once. Every model loads through
+//! [`weights::Checkpoint`], which refuses files that do not match the architecture.
+
+pub mod weights;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What can go wrong while loading or running a model.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    /// A model file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A model file exists but its contents are unusable.
+    #[error("{}: {problem}", path.display())]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The architecture needs a tensor the checkpoint does not hold.
+    #[error("{}: tensor `{name}` is missing{}", path.display(), expected_shape(expected))]
+    MissingTensor {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        name: String,
+        /// The shape the architecture expects, when known.
+        expected: Option<Vec<usize>>,
+    },
+    /// A tensor exists with a different shape than the architecture expects.
+    #[error("{}: tensor `{name}` has shape {found:?}, expected {expected:?}", path.display())]
+    ShapeMismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        name: String,
+        /// The shape the architecture expects.
+        expected: Vec<usize>,
+        /// The shape stored in the file.
+        found: Vec<usize>,
+    },
+    /// The checkpoint holds tensors the architecture does not use.
+    #[error(
+        "{}: {count} tensors are not used by the architecture (e.g. {}); the file does not match the configuration",
+        path.display(),
+        names.join(", ")
+    )]
+    UnusedTensors {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// How many tensors went unused.
+        count: usize,
+        /// The first few of them.
+        names: Vec<String>,
+    },
+    /// A configuration file is missing a field or holds a value the code cannot use.
+    #[error("{}: {problem}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A tensor operation failed (loading or running); wrapped loader errors keep their
+    /// message, backtraces are left out.
+    #[error("{}", first_line(&.0.to_string()))]
+    Candle(#[from] candle_core::Error),
+}
+
+fn expected_shape(expected: &Option<Vec<usize>>) -> String {
+    match expected {
+        Some(shape) => format!(" (expected shape {shape:?})"),
+        None => String::new(),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_string()
+}
