@@ -3,8 +3,13 @@
 //! One file per model family; shared building blocks live once. Every model loads through
 //! [`weights::Checkpoint`], which refuses files that do not match the architecture.
 
+pub mod clip_text;
+pub mod clip_tokenizer;
 pub mod fastvit;
+mod html_entities;
 pub mod kernels;
+pub mod mobileclip;
+pub mod preprocess;
 pub mod weights;
 
 use std::path::PathBuf;

@@ -1,0 +1,446 @@
+//! Image preprocessing shared by the models, bit-compatible with the Python references.
+//!
+//! The references resize PIL images (torchvision's `Resize` on a PIL image calls PIL's
+//! `Image.resize`), so [`resize`] reproduces PIL's two-pass separable resampling exactly:
+//! the same filter support scaled by the downscale factor (antialiasing), the same 22-bit
+//! fixed-point coefficients, rounding and 8-bit intermediate image. Crops follow
+//! torchvision's `CenterCrop` (Python's round-half-even offsets, zero padding when the image
+//! is smaller), and [`to_tensor`] does `ToTensor` + `Normalize` in f32.
+
+use candle_core::{Device, Result, Tensor};
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Resampling filter, as PIL names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Triangle filter (support 1).
+    Bilinear,
+    /// Keys cubic with a = -0.5 (support 2).
+    Bicubic,
+}
+
+impl Interpolation {
+    fn support(self) -> f64 {
+        match self {
+            Self::Bilinear => 1.0,
+            Self::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Self::Bilinear => {
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            Self::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// Bits of fractional precision of PIL's 8-bit resampling coefficients.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// The taps of one output position: first input index and fixed-point weights.
+struct Taps {
+    first: usize,
+    weights: Vec<i32>,
+}
+
+/// PIL's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis.
+fn taps(in_size: usize, out_size: usize, filter: Interpolation) -> Vec<Taps> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter.support() * filter_scale;
+    (0..out_size)
+        .map(|out| {
+            let center = (out as f64 + 0.5) * scale;
+            let first = ((center - support + 0.5) as i64).max(0) as usize;
+            let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let raw: Vec<f64> = (first..end)
+                .map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let weights = raw
+                .iter()
+                .map(|&w| {
+                    let w = if total != 0.0 { w / total } else { w };
+                    if w < 0.0 {
+                        (-0.5 + w * one) as i32
+                    } else {
+                        (0.5 + w * one) as i32
+                    }
+                })
+                .collect();
+            Taps { first, weights }
+        })
+        .collect()
+}
+
+/// PIL's `clip8`: the fixed-point sum back to 8 bits.
+#[inline]
+fn clip8(sum: i32) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Rounding offset added to every fixed-point sum.
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
+
+/// Resizes like PIL's `Image.resize((width, height), filter)` on an RGB image, bit for bit.
+pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
+    if (in_w, in_h) == (out_w, out_h) || out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
+        return if (in_w, in_h) == (out_w, out_h) {
+            image.clone()
+        } else {
+            RgbImage::new(width, height)
+        };
+    }
+    let vertical = taps(in_h, out_h, filter);
+    // Only the input rows some output row reads take part in the horizontal pass.
+    let first_row = vertical.first().map_or(0, |t| t.first);
+    let last_row = vertical
+        .last()
+        .map_or(0, |t| t.first + t.weights.len())
+        .max(first_row);
+    let input = image.as_raw();
+
+    let horizontal_pass = in_w != out_w;
+    let (rows, row_len, row_offset): (Vec<u8>, usize, usize) = if horizontal_pass {
+        let horizontal = taps(in_w, out_w, filter);
+        let mut rows = vec![0u8; (last_row - first_row) * out_w * 3];
+        rows.par_chunks_mut(out_w * 3)
+            .enumerate()
+            .for_each(|(i, out_row)| {
+                let in_row = &input[(first_row + i) * in_w * 3..][..in_w * 3];
+                for (out_px, taps) in out_row.chunks_exact_mut(3).zip(&horizontal) {
+                    let mut sums = [HALF; 3];
+                    for (j, &w) in taps.weights.iter().enumerate() {
+                        let px = &in_row[(taps.first + j) * 3..][..3];
+                        for c in 0..3 {
+                            sums[c] += i32::from(px[c]) * w;
+                        }
+                    }
+                    for c in 0..3 {
+                        out_px[c] = clip8(sums[c]);
+                    }
+                }
+            });
+        (rows, out_w * 3, first_row)
+    } else {
+        (input.clone(), in_w * 3, 0)
+    };
+
+    let out = if in_h != out_h {
+        let mut out = vec![0u8; out_h * out_w * 3];
+        out.par_chunks_mut(out_w * 3)
+            .zip(&vertical)
+            .for_each(|(out_row, taps)| {
+                let mut sums = vec![HALF; out_w * 3];
+                for (j, &w) in taps.weights.iter().enumerate() {
+                    let in_row = &rows[(taps.first + j - row_offset) * row_len..][..row_len];
+                    for (sum, &v) in sums.iter_mut().zip(in_row) {
+                        *sum += i32::from(v) * w;
+                    }
+                }
+                for (o, &sum) in out_row.iter_mut().zip(&sums) {
+                    *o = clip8(sum);
+                }
+            });
+        out
+    } else {
+        rows
+    };
+    RgbImage::from_raw(width, height, out).expect("the buffer has width * height pixels")
+}
+
+/// The size torchvision's `Resize(size)` (an int) gives: the shorter side becomes `size`,
+/// the longer one `int(size * long / short)`.
+pub fn shortest_side_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    if width <= height {
+        let long = (f64::from(size) * f64::from(height) / f64::from(width)) as u32;
+        (size, long)
+    } else {
+        let long = (f64::from(size) * f64::from(width) / f64::from(height)) as u32;
+        (long, size)
+    }
+}
+
+/// The size timm's `ResizeKeepRatio` gives for a target: the image scaled by the ratio of
+/// its sides to the target's, the larger ratio (`longest`) or the smaller one.
+pub fn keep_ratio_size(
+    width: u32,
+    height: u32,
+    target_width: u32,
+    target_height: u32,
+    longest: bool,
+) -> (u32, u32) {
+    let ratio_h = f64::from(height) / f64::from(target_height);
+    let ratio_w = f64::from(width) / f64::from(target_width);
+    let ratio = if longest {
+        ratio_h.max(ratio_w)
+    } else {
+        ratio_h.min(ratio_w)
+    };
+    let scaled = |side: u32| round_half_even(f64::from(side) / ratio) as u32;
+    (scaled(width), scaled(height))
+}
+
+/// Python's `round`: to the nearest integer, ties to even.
+fn round_half_even(x: f64) -> f64 {
+    let rounded = x.round();
+    if (x - x.trunc()).abs() == 0.5 && rounded % 2.0 != 0.0 {
+        rounded - x.signum()
+    } else {
+        rounded
+    }
+}
+
+/// Pads an image with `fill` to at least `width` x `height`, centred as torchvision's
+/// `CenterCrop` pads (left/top get the smaller half).
+fn pad_to_at_least(image: &RgbImage, width: u32, height: u32, fill: [u8; 3]) -> RgbImage {
+    if image.width() >= width && image.height() >= height {
+        return image.clone();
+    }
+    let out_w = image.width().max(width);
+    let out_h = image.height().max(height);
+    let left = (out_w - image.width()) / 2;
+    let top = (out_h - image.height()) / 2;
+    let mut out = RgbImage::from_pixel(out_w, out_h, image::Rgb(fill));
+    image::imageops::replace(&mut out, image, i64::from(left), i64::from(top));
+    out
+}
+
+/// torchvision's `CenterCrop((height, width))` (and open_clip's `CenterCropOrPad` with a
+/// fill colour): pads with `fill` when the image is smaller, then crops the centre, with
+/// offsets `round((size - crop) / 2)` rounded half to even as Python does.
+pub fn center_crop(image: &RgbImage, width: u32, height: u32, fill: [u8; 3]) -> RgbImage {
+    let image = pad_to_at_least(image, width, height, fill);
+    if image.width() == width && image.height() == height {
+        return image;
+    }
+    let left = round_half_even(f64::from(image.width() - width) / 2.0) as u32;
+    let top = round_half_even(f64::from(image.height() - height) / 2.0) as u32;
+    image::imageops::crop_imm(&image, left, top, width, height).to_image()
+}
+
+/// Pads an image to a square with `fill`, the original centred (offsets rounded down), as
+/// LLaVA's `expand2square` does.
+pub fn pad_to_square(image: &RgbImage, fill: [u8; 3]) -> RgbImage {
+    let side = image.width().max(image.height());
+    if image.width() == image.height() {
+        return image.clone();
+    }
+    let mut out = RgbImage::from_pixel(side, side, image::Rgb(fill));
+    let left = (side - image.width()) / 2;
+    let top = (side - image.height()) / 2;
+    image::imageops::replace(&mut out, image, i64::from(left), i64::from(top));
+    out
+}
+
+/// How an image is brought to the model's input size (open_clip's `resize_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Shorter side to the input size, then a centre crop.
+    Shortest,
+    /// Longer side to the input size, then centre padding with the fill colour.
+    Longest,
+    /// Both sides to the input size, ignoring the aspect ratio.
+    Squash,
+}
+
+/// Per-channel normalisation `(x / 255 - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Channel means (RGB), in [0, 1] units.
+    pub mean: [f32; 3],
+    /// Channel standard deviations (RGB).
+    pub std: [f32; 3],
+}
+
+/// A complete preprocessing recipe: open_clip's eval transform for one model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    /// Model input width.
+    pub width: u32,
+    /// Model input height.
+    pub height: u32,
+    /// How the aspect ratio is handled.
+    pub resize_mode: ResizeMode,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Colour of padding (`fill_color`, the same value for all channels in open_clip).
+    pub fill: [u8; 3],
+    /// Normalisation after scaling to [0, 1].
+    pub normalization: Normalization,
+}
+
+impl Preprocess {
+    /// The image at the model's input size, as open_clip's eval transform makes it (before
+    /// conversion to a tensor).
+    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+        let (w, h) = (image.width(), image.height());
+        match self.resize_mode {
+            ResizeMode::Squash => resize(image, self.width, self.height, self.interpolation),
+            ResizeMode::Shortest if self.width == self.height => {
+                let (rw, rh) = shortest_side_size(w, h, self.width);
+                let resized = resize(image, rw, rh, self.interpolation);
+                center_crop(&resized, self.width, self.height, [0; 3])
+            }
+            ResizeMode::Shortest => {
+                // open_clip builds `ResizeKeepRatio(size)` here, which is always bicubic.
+                let (rw, rh) = keep_ratio_size(w, h, self.width, self.height, false);
+                let resized = resize(image, rw, rh, Interpolation::Bicubic);
+                center_crop(&resized, self.width, self.height, [0; 3])
+            }
+            ResizeMode::Longest => {
+                let (rw, rh) = keep_ratio_size(w, h, self.width, self.height, true);
+                let resized = resize(image, rw, rh, self.interpolation);
+                center_crop(&resized, self.width, self.height, self.fill)
+            }
+        }
+    }
+
+    /// A batch of images as the model's normalised `[batch, 3, height, width]` f32 input.
+    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor> {
+        let prepared: Vec<RgbImage> = images
+            .par_iter()
+            .map(|image| self.resize_and_crop(image))
+            .collect();
+        to_tensor(&prepared, &self.normalization, device)
+    }
+}
+
+/// Images of one size as a normalised `[batch, 3, height, width]` f32 tensor:
+/// `(value / 255 - mean) / std`, computed in f32 as torchvision's `ToTensor` + `Normalize`.
+pub fn to_tensor(
+    images: &[RgbImage],
+    normalization: &Normalization,
+    device: &Device,
+) -> Result<Tensor> {
+    let Some(first) = images.first() else {
+        candle_core::bail!("no images to convert");
+    };
+    let (width, height) = (first.width() as usize, first.height() as usize);
+    if let Some(other) = images
+        .iter()
+        .find(|image| (image.width() as usize, image.height() as usize) != (width, height))
+    {
+        candle_core::bail!(
+            "images of different sizes in one batch: {}x{} and {}x{}",
+            width,
+            height,
+            other.width(),
+            other.height()
+        );
+    }
+    let plane = width * height;
+    let mut data = vec![0f32; images.len() * 3 * plane];
+    data.par_chunks_mut(3 * plane)
+        .zip(images)
+        .for_each(|(out, image)| {
+            let (r, rest) = out.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for (i, px) in image.as_raw().chunks_exact(3).enumerate() {
+                for (c, channel) in [&mut *r, &mut *g, &mut *b].into_iter().enumerate() {
+                    let value = f32::from(px[c]) / 255.0;
+                    channel[i] = (value - normalization.mean[c]) / normalization.std[c];
+                }
+            }
+        });
+    Tensor::from_vec(data, (images.len(), 3, height, width), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([
+                (x * 255 / width.max(1)) as u8,
+                (y * 255 / height.max(1)) as u8,
+                ((x * 7 + y * 13) % 256) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    fn torchvision_sizes_and_python_rounding() {
+        assert_eq!(shortest_side_size(640, 480, 256), (341, 256));
+        assert_eq!(shortest_side_size(480, 640, 256), (256, 341));
+        assert_eq!(round_half_even(0.5), 0.0);
+        assert_eq!(round_half_even(1.5), 2.0);
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(2.6), 3.0);
+        assert_eq!(keep_ratio_size(640, 480, 256, 256, true), (256, 192));
+    }
+
+    #[test]
+    fn resize_keeps_constant_images_constant() {
+        let flat = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
+        for filter in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            for (w, h) in [(16, 16), (80, 50), (37, 9)] {
+                let out = resize(&flat, w, h, filter);
+                assert_eq!((out.width(), out.height()), (w, h));
+                assert!(
+                    out.pixels().all(|p| p.0 == [10, 128, 250]),
+                    "{filter:?} {w}x{h}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn center_crop_pads_and_rounds_like_torchvision() {
+        let image = gradient(5, 4);
+        let crop = center_crop(&image, 4, 4, [0; 3]);
+        // (5 - 4) / 2 = 0.5 rounds to 0: the crop starts at the left edge.
+        assert_eq!(crop.get_pixel(0, 0), image.get_pixel(0, 0));
+        let padded = center_crop(&image, 7, 6, [9, 9, 9]);
+        assert_eq!(padded.get_pixel(0, 0).0, [9, 9, 9]);
+        assert_eq!(padded.get_pixel(1, 1), image.get_pixel(0, 0));
+    }
+
+    #[test]
+    fn pad_to_square_centres_the_image() {
+        let image = gradient(6, 3);
+        let square = pad_to_square(&image, [1, 2, 3]);
+        assert_eq!((square.width(), square.height()), (6, 6));
+        assert_eq!(square.get_pixel(0, 0).0, [1, 2, 3]);
+        assert_eq!(square.get_pixel(0, 1), image.get_pixel(0, 0));
+        assert_eq!(square.get_pixel(5, 5).0, [1, 2, 3]);
+    }
+
+    #[test]
+    fn tensor_is_channel_first_and_normalised() {
+        let image = RgbImage::from_pixel(2, 1, image::Rgb([0, 255, 51]));
+        let normalization = Normalization {
+            mean: [0.0, 0.5, 0.0],
+            std: [1.0, 0.5, 2.0],
+        };
+        let tensor = to_tensor(&[image], &normalization, &Device::Cpu).unwrap();
+        assert_eq!(tensor.dims(), &[1, 3, 1, 2]);
+        let values = tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(values, vec![0.0, 0.0, 1.0, 1.0, 0.1, 0.1]);
+    }
+}
