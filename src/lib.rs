@@ -8,3 +8,5 @@ pub mod analysis;
 pub mod atomic;
 pub mod models;
 pub mod time;
+pub mod video;
+pub mod pipeline;

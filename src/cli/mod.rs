@@ -1,0 +1,55 @@
+//! Command-line interface: one file per subcommand. Results go to stdout, messages for
+//! people to stderr; errors are one line naming the input and the problem.
+
+mod frames;
+mod probe;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use keyscribe::pipeline::PipelineError;
+
+/// Video keyframe analysis: MobileCLIP2 keyframes, FastVLM captions, timestamped output.
+#[derive(Debug, Parser)]
+#[command(name = "keyscribe", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what FFmpeg sees in a video: duration, size, rate, rotation, start time.
+    Probe(probe::ProbeArgs),
+    /// Write sampled frames as JPEG files named by their timecode, with index.json.
+    Frames(frames::FramesArgs),
+}
+
+/// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
+/// 2 bad usage (clap), 130 interrupted.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe(args) => probe::run(args),
+        Command::Frames(args) => frames::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints an error as one line (its context chain joined) and picks the exit code.
+fn report(error: &anyhow::Error) -> ExitCode {
+    let interrupted = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(PipelineError::Interrupted)));
+    if interrupted {
+        eprintln!("keyscribe: interrupted");
+        return ExitCode::from(130);
+    }
+    let message: Vec<String> = error.chain().map(ToString::to_string).collect();
+    eprintln!("keyscribe: error: {}", message.join(": "));
+    ExitCode::FAILURE
+}
