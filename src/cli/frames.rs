@@ -48,7 +48,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         StopSignal::with_interrupt(),
         args.json,
     )
-    .with_context(|| format!("extracting frames from {}", args.video.display()))?;
+    .context("extracting frames")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&index)?);
     } else {

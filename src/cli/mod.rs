@@ -49,7 +49,23 @@ fn report(error: &anyhow::Error) -> ExitCode {
         eprintln!("keyscribe: interrupted");
         return ExitCode::from(130);
     }
-    let message: Vec<String> = error.chain().map(ToString::to_string).collect();
-    eprintln!("keyscribe: error: {}", message.join(": "));
+    eprintln!("keyscribe: error: {}", one_line(error));
     ExitCode::FAILURE
+}
+
+/// The error's chain of causes joined with `: `, leaving out causes whose text an outer
+/// message already includes (typed errors often print their source themselves).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.lines().next().unwrap_or_default().to_string()
 }

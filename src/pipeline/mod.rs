@@ -26,7 +26,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Model(#[from] ModelError),
     /// An output file or directory could not be written.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot write {}: {source}", path.display())]
     Output {
         /// The output path.
         path: PathBuf,
