@@ -7,6 +7,6 @@
 pub mod analysis;
 pub mod atomic;
 pub mod models;
+pub mod pipeline;
 pub mod time;
 pub mod video;
-pub mod pipeline;

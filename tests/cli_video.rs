@@ -69,7 +69,13 @@ fn frames_writes_jpegs_named_by_timecode_and_an_index() {
 #[test]
 fn bad_inputs_fail_with_one_line_and_leave_nothing() {
     let dir = common::test_videos();
-    for name in ["missing.mp4", "notes.txt", "empty.mp4", "audio-only.m4a", ""] {
+    for name in [
+        "missing.mp4",
+        "notes.txt",
+        "empty.mp4",
+        "audio-only.m4a",
+        "",
+    ] {
         let out = tempfile::tempdir().unwrap();
         let target = out.path().join("frames");
         let path = dir.join(name);
@@ -125,7 +131,10 @@ fn truncated_video_keeps_frames_and_warns() {
     ]);
     assert!(output.status.success());
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("warning") && stderr.contains("truncated"), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("truncated"),
+        "{stderr}"
+    );
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
     assert!(!index["frames"].as_array().unwrap().is_empty());
@@ -137,7 +146,13 @@ fn ctrl_c_stops_cleanly() {
     let out = tempfile::tempdir().unwrap();
     let sample = common::scenes_sample();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
-        .args(["frames", sample.to_str().unwrap(), "--sample-fps", "all", "--out"])
+        .args([
+            "frames",
+            sample.to_str().unwrap(),
+            "--sample-fps",
+            "all",
+            "--out",
+        ])
         .arg(out.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -151,7 +166,10 @@ fn ctrl_c_stops_cleanly() {
             .any(|entry| entry.file_name().to_string_lossy().ends_with(".jpg"))
     };
     while !written(out.path()) {
-        assert!(child.try_wait().unwrap().is_none(), "finished before it was interrupted");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it was interrupted"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let status = Command::new("kill")

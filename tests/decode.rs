@@ -6,8 +6,7 @@ mod common;
 use common::{read_counter, video};
 use keyscribe::time::MediaTime;
 use keyscribe::video::{
-    self, DecodeOptions, Frame, FrameReader, FrameSeeker, ResizeMode, SampleRate, Size,
-    VideoError,
+    self, DecodeOptions, Frame, FrameReader, FrameSeeker, ResizeMode, SampleRate, Size, VideoError,
 };
 
 fn decode_all(name: &str, options: DecodeOptions) -> Vec<Frame> {
@@ -48,7 +47,11 @@ fn constant_rate_samples_are_on_the_half_second_and_show_their_frame() {
     for (k, frame) in frames.iter().enumerate() {
         // At 25 fps the frame on screen at k/2 s is frame floor(12.5 k), shown at n/25 s.
         let on_screen = (k as f64 * 12.5).floor();
-        assert!((frame.time.seconds() - on_screen / 25.0).abs() < 1e-6, "{:?}", frame.time);
+        assert!(
+            (frame.time.seconds() - on_screen / 25.0).abs() < 1e-6,
+            "{:?}",
+            frame.time
+        );
         let counter = read_counter(&frame.image);
         assert_eq!(counter, on_screen as u32);
         assert_eq!(frame.number, Some(u64::from(counter)));
@@ -76,7 +79,11 @@ fn every_frame_when_asked_for_all() {
 fn variable_rate_samples_by_time() {
     let info = video::probe(&video("vfr.mp4")).unwrap();
     assert!(info.variable_frame_rate);
-    assert!(!video::probe(&video("counter.mp4")).unwrap().variable_frame_rate);
+    assert!(
+        !video::probe(&video("counter.mp4"))
+            .unwrap()
+            .variable_frame_rate
+    );
     let numbers = vfr_frame_numbers();
     let frames = decode_all("vfr.mp4", at_rate(2.0));
     assert_eq!(frames.len(), 12);
@@ -108,7 +115,10 @@ fn delayed_start_counts_from_the_first_frame() {
         for frame in &frames {
             let counter = read_counter(&frame.image);
             let shown = f64::from(counter) / 25.0;
-            assert!((frame.time.seconds() - shown).abs() < 1.0 / 25.0, "{name} {frame:?}");
+            assert!(
+                (frame.time.seconds() - shown).abs() < 1.0 / 25.0,
+                "{name} {frame:?}"
+            );
         }
     }
 }
@@ -117,7 +127,9 @@ fn delayed_start_counts_from_the_first_frame() {
 fn seek_returns_the_frame_on_screen() {
     let mut seeker =
         FrameSeeker::open(&video("counter.mp4"), Size::Native, ResizeMode::Crop).unwrap();
-    for time in [5.55, 0.0, 0.02, 0.039, 0.04, 1.99, 2.0, 2.01, 11.96, 11.99, 7.3, 3.333] {
+    for time in [
+        5.55, 0.0, 0.02, 0.039, 0.04, 1.99, 2.0, 2.01, 11.96, 11.99, 7.3, 3.333,
+    ] {
         let frame = seeker.frame_at(MediaTime::from_seconds(time)).unwrap();
         let expected = (time * 25.0 + 1e-6).floor() as u32;
         assert_eq!(read_counter(&frame.image), expected, "seek to {time}");
@@ -249,12 +261,41 @@ fn truncated_file_keeps_the_frames_before_and_says_where_it_stopped() {
 #[test]
 fn bad_inputs_are_named_errors() {
     let dir = common::test_videos();
-    let cases: [(&str, fn(&VideoError) -> bool, &str); 5] = [
-        ("missing.mp4", |e| matches!(e, VideoError::NotFound { .. }), "no such file"),
-        ("notes.txt", |e| matches!(e, VideoError::NotMedia { .. }), "not a video"),
-        ("empty.mp4", |e| matches!(e, VideoError::Empty { .. }), "empty"),
-        ("audio-only.m4a", |e| matches!(e, VideoError::NoVideoStream { has_audio: true, .. }), "only audio"),
-        ("", |e| matches!(e, VideoError::IsDirectory { .. }), "directory"),
+    type Case = (&'static str, fn(&VideoError) -> bool, &'static str);
+    let cases: [Case; 5] = [
+        (
+            "missing.mp4",
+            |e| matches!(e, VideoError::NotFound { .. }),
+            "no such file",
+        ),
+        (
+            "notes.txt",
+            |e| matches!(e, VideoError::NotMedia { .. }),
+            "not a video",
+        ),
+        (
+            "empty.mp4",
+            |e| matches!(e, VideoError::Empty { .. }),
+            "empty",
+        ),
+        (
+            "audio-only.m4a",
+            |e| {
+                matches!(
+                    e,
+                    VideoError::NoVideoStream {
+                        has_audio: true,
+                        ..
+                    }
+                )
+            },
+            "only audio",
+        ),
+        (
+            "",
+            |e| matches!(e, VideoError::IsDirectory { .. }),
+            "directory",
+        ),
     ];
     for (name, is_expected, words) in cases {
         let path = dir.join(name);

@@ -39,7 +39,11 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     println!(
         "frame rate: {:.3} fps{}",
         info.fps,
-        if info.variable_frame_rate { " (variable)" } else { "" }
+        if info.variable_frame_rate {
+            " (variable)"
+        } else {
+            ""
+        }
     );
     println!("start time: {:.3} s", info.start_time_s);
     if let Some(frames) = info.frame_count {

@@ -2,7 +2,7 @@
 //! `index.json` listing them. A two-stage pipeline: decode -> encode and write.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -138,7 +138,7 @@ fn unique_name(names: &mut HashSet<String>, time: MediaTime) -> String {
     name
 }
 
-fn write_jpeg(path: &PathBuf, frame: &Frame) -> Result<(), PipelineError> {
+fn write_jpeg(path: &Path, frame: &Frame) -> Result<(), PipelineError> {
     atomic::write_with(path, |writer| {
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(writer, JPEG_QUALITY);
         frame
@@ -147,7 +147,7 @@ fn write_jpeg(path: &PathBuf, frame: &Frame) -> Result<(), PipelineError> {
             .map_err(std::io::Error::other)
     })
     .map_err(|source| PipelineError::Output {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }

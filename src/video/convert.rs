@@ -213,8 +213,7 @@ impl Converter {
         };
         let rebuild = match &self.scaler {
             Some((current, scaler)) => {
-                *current != key
-                    || (scaler.output().width, scaler.output().height) != layout.scaled
+                *current != key || (scaler.output().width, scaler.output().height) != layout.scaled
             }
             None => true,
         };
@@ -261,7 +260,7 @@ fn set_colorspace(scaler: &mut Scaler, frame: &VideoFrame) {
         // Unlabelled video: players assume BT.709 for HD and BT.601 for SD.
         _ if frame.height() >= 720 => ffmpeg_next::ffi::SWS_CS_ITU709,
         _ => ffmpeg_next::ffi::SWS_CS_ITU601,
-    } as i32;
+    };
     let full_range_source = frame.color_range() == color::Range::JPEG
         || matches!(
             frame.format(),
@@ -345,7 +344,14 @@ mod tests {
         for bad in ["256", "0x10", "axb", "10x", "99999x2"] {
             assert!(bad.parse::<Size>().is_err(), "{bad}");
         }
-        assert_eq!(Size::Exact { width: 3, height: 4 }.to_string(), "3x4");
+        assert_eq!(
+            Size::Exact {
+                width: 3,
+                height: 4
+            }
+            .to_string(),
+            "3x4"
+        );
     }
 
     #[test]

@@ -144,7 +144,9 @@ impl FrameReader {
         self.finished = true;
         self.report.damaged_packets = self.stream.damaged_packets;
         self.report.stopped_early = self.stream.stopped_early();
-        let shown_until = self.held_at.map(|held| self.stream.shown_until(held.seconds));
+        let shown_until = self
+            .held_at
+            .map(|held| self.stream.shown_until(held.seconds));
         match shown_until {
             Some(end) if self.sampler.finish(end) => Ok(Some(self.deliver_held()?)),
             _ => Ok(None),
@@ -152,7 +154,9 @@ impl FrameReader {
     }
 
     fn deliver_held(&mut self) -> Result<Frame, VideoError> {
-        let stamp = self.held_at.expect("a held frame exists when one is delivered");
+        let stamp = self
+            .held_at
+            .expect("a held frame exists when one is delivered");
         let image = self.converter.convert(&self.held)?;
         self.report.frames_delivered += 1;
         Ok(Frame {
@@ -266,8 +270,9 @@ impl DecodingStream {
             .input
             .stream(opened.stream_index)
             .expect("the chosen stream exists");
-        let mut context = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
-            .map_err(decoder_error)?;
+        let mut context =
+            ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+                .map_err(decoder_error)?;
         context.set_threading(threading::Config {
             kind: threading::Type::Frame,
             count: 0,
@@ -398,8 +403,7 @@ impl DecodingStream {
     /// Seeks to the key frame at or before `seconds` and resets the decoder.
     fn seek_before(&mut self, seconds: f64) -> Result<(), VideoError> {
         let time_base = self.opened.time_base;
-        let stream_ts = self.opened.zero_pts
-            + (seconds / f64::from(time_base)).floor() as i64;
+        let stream_ts = self.opened.zero_pts + (seconds / f64::from(time_base)).floor() as i64;
         let av_time_base = Rational(1, ffmpeg_next::ffi::AV_TIME_BASE);
         let target = rescale(stream_ts, time_base, av_time_base);
         self.opened
@@ -408,7 +412,10 @@ impl DecodingStream {
             .or_else(|_| self.opened.input.seek(i64::MIN, ..))
             .map_err(|error| VideoError::Decode {
                 path: self.opened.info.path.clone(),
-                problem: format!("cannot seek to {}: {error}", MediaTime::from_seconds(seconds)),
+                problem: format!(
+                    "cannot seek to {}: {error}",
+                    MediaTime::from_seconds(seconds)
+                ),
             })?;
         self.decoder.flush();
         self.draining = false;

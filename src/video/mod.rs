@@ -17,8 +17,8 @@ use thiserror::Error;
 
 pub use convert::{ResizeMode, Size};
 pub use decode::{DecodeOptions, DecodeReport, Frame, FrameReader, FrameSeeker};
-pub use sampling::SampleRate;
 pub use probe::{probe, VideoInfo};
+pub use sampling::SampleRate;
 
 /// What can go wrong with a video file.
 #[derive(Debug, Error)]

@@ -72,7 +72,9 @@ impl OpenedVideo {
             path: path.to_path_buf(),
             reason: error.to_string(),
         })?;
-        let has_audio = input.streams().any(|s| s.parameters().medium() == media::Type::Audio);
+        let has_audio = input
+            .streams()
+            .any(|s| s.parameters().medium() == media::Type::Audio);
         let stream = main_video_stream(&input).ok_or_else(|| VideoError::NoVideoStream {
             path: path.to_path_buf(),
             has_audio,
@@ -166,7 +168,10 @@ const REORDER_DEPTH: usize = 16;
 /// Whether the steps between sorted timestamps differ by more than a quarter of their median.
 fn varies(timestamps: &mut [i64]) -> bool {
     timestamps.sort_unstable();
-    let complete = timestamps.len().saturating_sub(REORDER_DEPTH).max(timestamps.len().min(4));
+    let complete = timestamps
+        .len()
+        .saturating_sub(REORDER_DEPTH)
+        .max(timestamps.len().min(4));
     let mut steps: Vec<i64> = timestamps[..complete]
         .windows(2)
         .map(|pair| pair[1] - pair[0])
@@ -217,7 +222,11 @@ pub(super) fn rescale(value: i64, from: Rational, to: Rational) -> i64 {
 fn frame_rate(stream: &ffmpeg_next::format::stream::Stream) -> f64 {
     let usable = |rate: Rational| rate.numerator() > 0 && rate.denominator() > 0;
     let average = stream.avg_frame_rate();
-    let rate = if usable(average) { average } else { stream.rate() };
+    let rate = if usable(average) {
+        average
+    } else {
+        stream.rate()
+    };
     if usable(rate) {
         f64::from(rate)
     } else {
@@ -291,7 +300,9 @@ mod tests {
 
     #[test]
     fn mixed_steps_are_variable() {
-        let mut timestamps: Vec<i64> = (0..100).map(|i| i * 1000 + (i / 10) * 500 * (i % 2)).collect();
+        let mut timestamps: Vec<i64> = (0..100)
+            .map(|i| i * 1000 + (i / 10) * 500 * (i % 2))
+            .collect();
         assert!(varies(&mut timestamps));
     }
 

@@ -225,7 +225,10 @@ mod tests {
     #[test]
     fn rates_parse() {
         assert_eq!("all".parse::<SampleRate>().unwrap(), SampleRate::All);
-        assert_eq!("0.5".parse::<SampleRate>().unwrap(), SampleRate::PerSecond(0.5));
+        assert_eq!(
+            "0.5".parse::<SampleRate>().unwrap(),
+            SampleRate::PerSecond(0.5)
+        );
         for bad in ["0", "-1", "fast", "inf"] {
             assert!(bad.parse::<SampleRate>().is_err(), "{bad}");
         }

@@ -15,11 +15,9 @@ pub fn test_videos() -> &'static Path {
     DIR.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/make_samples.sh");
         let contents = std::fs::read(&script).expect("samples/make_samples.sh exists");
-        let version = contents
-            .iter()
-            .fold(0xcbf29ce484222325u64, |hash, byte| {
-                (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3)
-            });
+        let version = contents.iter().fold(0xcbf29ce484222325u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3)
+        });
         let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let dir = root.join(format!("test-videos-{version:016x}"));
         if !dir.join("counter.mp4").exists() {
