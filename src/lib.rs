@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod atomic;
+pub mod cache;
 pub mod models;
 pub mod pipeline;
 pub mod time;
