@@ -2,6 +2,7 @@
 //! people to stderr; errors are one line naming the input and the problem.
 
 mod frames;
+mod models;
 mod probe;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Write sampled frames as JPEG files named by their timecode, with index.json.
     Frames(frames::FramesArgs),
+    /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
+    Models(models::ModelsArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
         Command::Frames(args) => frames::run(args),
+        Command::Models(args) => models::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
