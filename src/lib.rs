@@ -9,5 +9,6 @@ pub mod atomic;
 pub mod cache;
 pub mod models;
 pub mod pipeline;
+pub mod summary;
 pub mod time;
 pub mod video;
