@@ -1,6 +1,7 @@
 //! The staged pipeline: stages on threads, bounded channels between them, one stop signal,
 //! and progress by media time.
 
+mod config;
 mod frames;
 mod progress;
 mod stages;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, PipelineConfig};
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use progress::Progress;
 pub use stages::{Stages, StopSignal};
