@@ -23,7 +23,7 @@ const BUILT_IN: [(&str, &str); 3] = [
 ];
 
 /// Every stage's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
     /// Decoding and sampling.
@@ -32,16 +32,6 @@ pub struct PipelineConfig {
     pub embed: EmbedSettings,
     /// The captioner.
     pub caption: CaptionSettings,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            decode: DecodeSettings::default(),
-            embed: EmbedSettings::default(),
-            caption: CaptionSettings::default(),
-        }
-    }
 }
 
 /// How frames are taken from the video.
