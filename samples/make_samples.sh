@@ -4,6 +4,8 @@
 #   samples/make_samples.sh scenes OUT_DIR   the committed scene sample (scenes.mp4 + scenes.json)
 #   samples/make_samples.sh test OUT_DIR     the files the decode tests use (made at test time)
 #   samples/make_samples.sh bench OUT_DIR    60 s 720p and 1080p H.264 files for benchmarks
+#   samples/make_samples.sh accuracy OUT_DIR a second scene video with ground truth
+#                                            (transitions.mp4 + transitions.json)
 #
 # Every file is described in samples/README.md. Needs the ffmpeg CLI (Debian's build: libx264,
 # libx265, libvpx, libaom, libfreetype).
@@ -79,6 +81,58 @@ make_scenes() {
 JSON
 }
 
+make_transitions() {
+  # 24 s, 480x270, 25 fps. Shorter scenes and other transitions than scenes.mp4:
+  #  0.00- 3.00 A rgbtestsrc | cut | 3.00- 6.00 B cellauto rule 110 (scrolling) |
+  #  6.00- 8.00 dissolve B->C over 2 s (midpoint 7.00) | 8.00-11.02 C Mandelbrot, far zoom |
+  # 11.02-11.52 fade to black, 11.52-12.02 fade in (a 1 s fade through black, black at 11.52) |
+  # 11.52-16.00 D gradients with one-frame white flashes at 13.00 and 14.20 |
+  # cut | 16.00-20.00 E yuvtestsrc shaken by up to 12 px every frame (hand-held camera) |
+  # 20.00-20.48 dissolve E->F (midpoint 20.24) | 20.48-24.00 F life, large cells
+  local size=480x270 rate=25
+  ff -filter_complex "
+    rgbtestsrc=s=${size}:r=${rate},trim=end_frame=75,format=yuv420p,setsar=1[a];
+    cellauto=s=120x68:r=${rate}:rule=110:seed=9:scroll=1,trim=end_frame=125,scale=480:270:flags=neighbor,format=yuv420p,setsar=1[b];
+    mandelbrot=s=${size}:r=${rate}:start_scale=0.02:start_x=-0.743643887037151:start_y=0.13182590420533,trim=end_frame=138,format=yuv420p,setsar=1[c];
+    [b][c]xfade=transition=fade:duration=2:offset=3,fade=t=out:st=8.02:d=0.5[bc];
+    gradients=s=${size}:r=${rate}:seed=11:speed=0.02:c0=0x2040ff:c1=0xffe020,trim=end_frame=112,
+      fade=t=in:st=0:d=0.5,drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='eq(n,37)+eq(n,67)',format=yuv420p,setsar=1[d];
+    yuvtestsrc=s=504x294:r=${rate},crop=w=480:h=270:x='12+12*sin(n*1.7)':y='12+12*cos(n*2.3)',trim=end_frame=112,format=yuv420p,setsar=1[e];
+    life=s=120x68:r=${rate}:mold=20:ratio=0.2:seed=13:life_color=#ffcc00:death_color=#003060,trim=end_frame=100,scale=480:270:flags=neighbor,format=yuv420p,setsar=1[f];
+    [e][f]xfade=transition=fade:duration=0.48:offset=4[ef];
+    [a][bc][d][ef]concat=n=4:v=1:a=0[v]" \
+    -map '[v]' -c:v libx264 -preset slow -crf 30 -g 50 -pix_fmt yuv420p -movflags +faststart "$out/transitions.mp4"
+  cat > "$out/transitions.json" <<'JSON'
+{
+  "file": "transitions.mp4",
+  "duration_s": 24.0,
+  "fps": 25,
+  "width": 480,
+  "height": 270,
+  "scenes": [
+    {"start_s": 0.0, "end_s": 3.0, "content": "RGB test pattern"},
+    {"start_s": 3.0, "end_s": 7.0, "content": "scrolling rule-110 automaton"},
+    {"start_s": 7.0, "end_s": 11.52, "content": "deep Mandelbrot zoom"},
+    {"start_s": 11.52, "end_s": 16.0, "content": "moving blue-yellow gradients"},
+    {"start_s": 16.0, "end_s": 20.24, "content": "YUV test pattern, hand-held shake"},
+    {"start_s": 20.24, "end_s": 24.0, "content": "Game of Life, large cells"}
+  ],
+  "boundaries": [
+    {"time_s": 3.0, "kind": "cut"},
+    {"time_s": 7.0, "kind": "cross-dissolve", "from_s": 6.0, "to_s": 8.0},
+    {"time_s": 11.52, "kind": "fade through black", "from_s": 11.02, "to_s": 12.02},
+    {"time_s": 16.0, "kind": "cut"},
+    {"time_s": 20.24, "kind": "cross-dissolve", "from_s": 20.0, "to_s": 20.48}
+  ],
+  "not_boundaries": [
+    {"kind": "one-frame white flash", "time_s": 13.0, "from_s": 13.0, "to_s": 13.04},
+    {"kind": "one-frame white flash", "time_s": 14.2, "from_s": 14.2, "to_s": 14.24},
+    {"kind": "hand-held shake", "from_s": 16.0, "to_s": 20.0}
+  ]
+}
+JSON
+}
+
 make_test_set() {
   local size=320x240
   # counter.mp4: 12 s at 25 fps, a key frame every 2 s, B-frames: for seeking and counts.
@@ -123,5 +177,6 @@ case "$mode" in
   scenes) make_scenes ;;
   test) make_test_set ;;
   bench) make_bench_set ;;
-  *) echo "unknown mode $mode (scenes, test or bench)" >&2; exit 2 ;;
+  accuracy) make_transitions ;;
+  *) echo "unknown mode $mode (scenes, test, bench or accuracy)" >&2; exit 2 ;;
 esac
