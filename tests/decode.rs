@@ -307,3 +307,35 @@ fn bad_inputs_are_named_errors() {
         assert!(FrameReader::open(&path, DecodeOptions::default()).is_err());
     }
 }
+
+#[test]
+fn thumbnails_show_each_keyframe() {
+    let keyframe = |time_s: f64| {
+        serde_json::json!({"index": 0, "time_s": time_s, "timecode": "", "change": 0.0,
+            "scene": {"start_s": 0.0, "end_s": 1.0}, "caption": null})
+    };
+    let analysis: keyscribe::analysis::Analysis = serde_json::from_value(serde_json::json!({
+        "schema": keyscribe::analysis::SCHEMA,
+        "video": {"path": "counter.mp4", "sha256": "", "duration_s": 12.0, "width": 320,
+                  "height": 240, "fps": 25.0},
+        "models": {"embedder": {"name": "e", "source": "s"}, "captioner": null},
+        "pipeline": {},
+        "keyframes": [keyframe(7.3), keyframe(0.5), keyframe(11.0)],
+        "summary": null,
+        "embeddings": null,
+        "timings": {"decode_s": 0.0, "embed_s": 0.0, "select_s": 0.0, "caption_s": 0.0,
+                    "total_s": 0.0}
+    }))
+    .unwrap();
+    let thumbnails =
+        keyscribe::pipeline::keyframe_thumbnails(&video("counter.mp4"), &analysis).unwrap();
+    let counters: Vec<u32> = thumbnails
+        .iter()
+        .map(|jpeg| {
+            let picture = image::load_from_memory(jpeg).unwrap().to_rgb8();
+            assert_eq!(picture.dimensions(), (320, 240));
+            read_counter(&picture)
+        })
+        .collect();
+    assert_eq!(counters, vec![182, 12, 275]);
+}

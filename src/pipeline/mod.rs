@@ -5,6 +5,7 @@ mod config;
 mod frames;
 mod progress;
 mod stages;
+mod thumbnails;
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, Pi
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use progress::Progress;
 pub use stages::{Stages, StopSignal};
+pub use thumbnails::{encode_jpeg, keyframe_thumbnails, THUMBNAIL_WIDTH};
 
 use crate::models::ModelError;
 use crate::video::VideoError;
