@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Results go to stdout, messages for
 //! people to stderr; errors are one line naming the input and the problem.
 
+mod export;
 mod frames;
 mod models;
 mod probe;
@@ -27,6 +28,9 @@ enum Command {
     Frames(frames::FramesArgs),
     /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
     Models(models::ModelsArgs),
+    /// Write an analysis's captions as subtitles (SRT, WebVTT), its chapters as WebVTT, or
+    /// its keyframes as a table (JSON, JSON Lines, CSV).
+    Export(export::ExportArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
@@ -37,6 +41,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::Frames(args) => frames::run(args),
         Command::Models(args) => models::run(args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
