@@ -127,14 +127,12 @@ fn expected_cues(analysis: &Analysis) -> Vec<ExpectedCue> {
 }
 
 fn srt_ms(time: &SrtTimestamp) -> u64 {
-    ((u64::from(time.hours) * 60 + u64::from(time.minutes)) * 60 + u64::from(time.seconds))
-        * 1000
+    ((u64::from(time.hours) * 60 + u64::from(time.minutes)) * 60 + u64::from(time.seconds)) * 1000
         + u64::from(time.milliseconds)
 }
 
 fn vtt_ms(time: &VttTimestamp) -> u64 {
-    ((u64::from(time.hours) * 60 + u64::from(time.minutes)) * 60 + u64::from(time.seconds))
-        * 1000
+    ((u64::from(time.hours) * 60 + u64::from(time.minutes)) * 60 + u64::from(time.seconds)) * 1000
         + u64::from(time.milliseconds)
 }
 
@@ -219,7 +217,8 @@ fn webvtt_parses_back_to_the_same_cues() {
                 for line in &cue.payload {
                     assert!(!line.contains("-->"), "`-->` in cue text: {line:?}");
                 }
-                let lines: Vec<String> = cue.payload.iter().map(|line| unescape_vtt(line)).collect();
+                let lines: Vec<String> =
+                    cue.payload.iter().map(|line| unescape_vtt(line)).collect();
                 assert_wrapped(&lines);
                 ExpectedCue {
                     start_ms: vtt_ms(&cue.timings.start),
@@ -259,7 +258,11 @@ fn webvtt_chapters_parse_back_to_the_chapters() {
             .iter()
             .enumerate()
             .map(|(position, chapter)| {
-                let title = chapter.title.split_whitespace().collect::<Vec<_>>().join(" ");
+                let title = chapter
+                    .title
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 (
                     millis(chapter.start_s),
                     analysis

@@ -53,7 +53,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
-            let written = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+            let written = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
             match written {
                 // A reader that stopped early (`| head`) is not a failure.
                 Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}

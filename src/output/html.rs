@@ -314,12 +314,10 @@ fn write_timeline(html: &mut String, analysis: &Analysis, timeline: Option<&Time
         let y = plot.y(threshold);
         let _ = writeln!(
             html,
-            "<line class=\"threshold\" x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"/>\
-             <text class=\"threshold-label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">threshold {}</text>",
+            "<line class=\"threshold\" x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\">\
+             <title>Threshold {}</title></line>",
             plot.left,
             plot.right,
-            plot.right - 4.0,
-            y - 5.0,
             trim_number(threshold, 3)
         );
     }
@@ -358,8 +356,12 @@ fn write_timeline(html: &mut String, analysis: &Analysis, timeline: Option<&Time
     if !points.is_empty() {
         html.push_str("<li class=\"curve-key\">change score</li>");
     }
-    if threshold.is_some() {
-        html.push_str("<li class=\"threshold-key\">threshold</li>");
+    if let Some(threshold) = threshold {
+        let _ = write!(
+            html,
+            "<li class=\"threshold-key\">threshold {}</li>",
+            trim_number(threshold, 3)
+        );
     }
     html.push_str(
         "<li class=\"marker-key\">keyframe</li><li class=\"scene-key\">scene</li></ul>\n",
@@ -500,11 +502,14 @@ fn write_card(
     let _ = writeln!(
         html,
         "<p class=\"meta\"><a class=\"tc\" href=\"#k{number}\">{timecode}</a>\
-         <span>scene {start}\u{2013}{end}</span><span>change {change}</span></p></figcaption></figure></li>",
+         <span title=\"Scene {start} \u{2013} {end}\">scene {length} s</span>\
+         <span title=\"Change score: how far this scene moved away from the previous one\">\
+         \u{394} {change:.2}</span></p></figcaption></figure></li>",
         timecode = time.timecode(),
-        start = short_timecode(span.start),
-        end = short_timecode(span.end),
-        change = trim_number(f64::from(keyframe.change), 3),
+        start = span.start.timecode(),
+        end = span.end.timecode(),
+        length = trim_number((span.end.seconds() - span.start.seconds()).max(0.0), 1),
+        change = keyframe.change,
     );
 }
 
@@ -519,15 +524,24 @@ fn write_footer(html: &mut String, analysis: &Analysis) {
     if timings.total_s > 0.0 {
         let _ = write!(
             html,
-            " Analysed in {} s (decoding {} s, embedding {} s, selection {} s, captions {} s).",
-            trim_number(timings.total_s, 1),
-            trim_number(timings.decode_s, 1),
-            trim_number(timings.embed_s, 1),
-            trim_number(timings.select_s, 1),
-            trim_number(timings.caption_s, 1),
+            " Analysed in {} (decoding {}, embedding {}, selection {}, captions {}).",
+            stage_time(timings.total_s),
+            stage_time(timings.decode_s),
+            stage_time(timings.embed_s),
+            stage_time(timings.select_s),
+            stage_time(timings.caption_s),
         );
     }
     html.push_str("</p>\n</div>\n</footer>\n");
+}
+
+/// A stage's wall time: `41.6 s`, or `<0.1 s` for what took almost nothing.
+fn stage_time(seconds: f64) -> String {
+    if seconds > 0.0 && seconds < 0.05 {
+        "<0.1 s".to_string()
+    } else {
+        format!("{} s", trim_number(seconds, 1))
+    }
 }
 
 /// A chapter's title on one line, or its timecode when the title is blank.
@@ -559,7 +573,10 @@ pub fn escape(text: &str) -> String {
 
 /// A Content-Security-Policy source allowing exactly this inline script or style.
 fn csp_hash(source: &str) -> String {
-    format!("sha256-{}", BASE64.encode(Sha256::digest(source.as_bytes())))
+    format!(
+        "sha256-{}",
+        BASE64.encode(Sha256::digest(source.as_bytes()))
+    )
 }
 
 /// The MIME type of an encoded picture, from its first bytes (JPEG unless it is clearly PNG
@@ -680,12 +697,18 @@ mod tests {
             },
         );
         for (at, _) in html.match_indices(" src=\"") {
-            assert!(html[at + 6..].starts_with("data:"), "{}", &html[at..at + 40]);
+            assert!(
+                html[at + 6..].starts_with("data:"),
+                "{}",
+                &html[at..at + 40]
+            );
         }
         for (at, _) in html.match_indices(" href=\"") {
             assert!(html[at + 7..].starts_with('#'), "{}", &html[at..at + 40]);
         }
-        for pattern in ["http:", "https:", "url(", "@import", "<link", "<iframe", "fetch("] {
+        for pattern in [
+            "http:", "https:", "url(", "@import", "<link", "<iframe", "fetch(",
+        ] {
             assert!(!html.contains(pattern), "found `{pattern}` in the report");
         }
         assert!(html.contains("default-src 'none'"));
@@ -714,7 +737,10 @@ mod tests {
         analysis.keyframes[2].time_s = 3725.5;
         let html = render(&analysis, &inputs);
         assert_eq!(html.matches("<li class=\"card\"").count(), 3);
-        assert_eq!(html.matches("<img src=\"data:image/jpeg;base64,").count(), 1);
+        assert_eq!(
+            html.matches("<img src=\"data:image/jpeg;base64,").count(),
+            1
+        );
         assert_eq!(html.matches("class=\"thumb missing\"").count(), 2);
         assert!(html.contains("id=\"k1\""));
         assert!(html.contains("<a class=\"tc\" href=\"#k3\">01:02:05.500</a>"));
@@ -740,7 +766,7 @@ mod tests {
         };
         let html = render(&analysis, &inputs);
         assert_eq!(html.matches("<path class=\"curve\"").count(), 1);
-        assert!(html.contains("threshold 0.3</text>"));
+        assert!(html.contains("<li class=\"threshold-key\">threshold 0.3</li>"));
         assert_eq!(html.matches("<a class=\"marker\"").count(), 3);
         assert!(!html.contains("No per-frame change scores"));
         let without = report([Some("a"), Some("b"), Some("c")]);
@@ -771,6 +797,8 @@ mod tests {
         assert_eq!(short_timecode(MediaTime::from_seconds(3725.5)), "1:02:05");
         assert_eq!(clock(90.0), "1:30");
         assert_eq!(human_duration(30.0), "30 s");
+        assert_eq!(stage_time(0.01), "<0.1 s");
+        assert_eq!(stage_time(41.63), "41.6 s");
         assert_eq!(human_duration(754.0), "12:34");
         assert_eq!(trim_number(29.97, 2), "29.97");
         assert_eq!(trim_number(0.5, 3), "0.5");

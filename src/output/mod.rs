@@ -237,8 +237,8 @@ pub fn wrap_lines(text: &str, width: usize) -> Vec<String> {
         return Vec::new();
     }
     let line_count = greedy_wrap(&words, width).len();
-    let total: usize = words.iter().map(|word| word.chars().count()).sum::<usize>() + words.len()
-        - 1;
+    let total: usize =
+        words.iter().map(|word| word.chars().count()).sum::<usize>() + words.len() - 1;
     // The narrowest width that still needs no more lines than the widest gives even lines.
     (total.div_ceil(line_count)..width)
         .map(|narrower| greedy_wrap(&words, narrower))
@@ -272,8 +272,7 @@ fn greedy_wrap(words: &[&str], width: usize) -> Vec<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::analysis::{
-        Chapter, KeyframeRecord, ModelRecord, ModelsRecord, SceneSpan, Timings, VideoRecord,
-        SCHEMA,
+        Chapter, KeyframeRecord, ModelRecord, ModelsRecord, SceneSpan, Timings, VideoRecord, SCHEMA,
     };
 
     /// A small analysis: three keyframes over 12 s, the second without a caption, and two
@@ -305,14 +304,16 @@ pub(crate) mod tests {
                 .iter()
                 .zip(captions)
                 .enumerate()
-                .map(|(index, (&(start_s, end_s, time_s), caption))| KeyframeRecord {
-                    index,
-                    time_s,
-                    timecode: MediaTime::from_seconds(time_s).timecode(),
-                    scene: SceneSpan { start_s, end_s },
-                    change: 0.25 * index as f32,
-                    caption: caption.map(str::to_string),
-                })
+                .map(
+                    |(index, (&(start_s, end_s, time_s), caption))| KeyframeRecord {
+                        index,
+                        time_s,
+                        timecode: MediaTime::from_seconds(time_s).timecode(),
+                        scene: SceneSpan { start_s, end_s },
+                        change: 0.25 * index as f32,
+                        caption: caption.map(str::to_string),
+                    },
+                )
                 .collect(),
             summary: Some("A short clip.".into()),
             chapters: vec![
@@ -383,7 +384,10 @@ pub(crate) mod tests {
         let mut analysis = analysis([Some("a"), Some("b"), Some("c")]);
         analysis.keyframes[1].scene.start_s = 8.5;
         let spans = caption_spans(&analysis);
-        assert_eq!((spans[1].start.millis(), spans[1].end.millis()), (8500, 8501));
+        assert_eq!(
+            (spans[1].start.millis(), spans[1].end.millis()),
+            (8500, 8501)
+        );
     }
 
     #[test]
@@ -392,7 +396,10 @@ pub(crate) mod tests {
         let spans = chapter_spans(&analysis);
         assert_eq!(spans.len(), 2);
         assert_eq!((spans[0].start.millis(), spans[0].end.millis()), (0, 8500));
-        assert_eq!((spans[1].start.millis(), spans[1].end.millis()), (8500, 12000));
+        assert_eq!(
+            (spans[1].start.millis(), spans[1].end.millis()),
+            (8500, 12000)
+        );
     }
 
     #[test]
@@ -424,7 +431,10 @@ pub(crate) mod tests {
             "newlines are only word separators"
         );
         let long = "x".repeat(50);
-        assert_eq!(wrap_lines(&format!("{long} end"), 42), [long.as_str(), "end"]);
+        assert_eq!(
+            wrap_lines(&format!("{long} end"), 42),
+            [long.as_str(), "end"]
+        );
         assert_eq!(wrap_lines(" \t\n", 42), Vec::<String>::new());
         // Characters, not bytes: 20 two-byte letters fit on one line.
         assert_eq!(wrap_lines(&"é".repeat(20), 42).len(), 1);

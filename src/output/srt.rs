@@ -54,11 +54,18 @@ mod tests {
 
     #[test]
     fn arrows_and_blank_lines_cannot_break_a_cue() {
-        let analysis = analysis([Some("a --> b\n\n2\n00:00:01,000 --> 00:00:02,000"), None, None]);
+        let analysis = analysis([
+            Some("a --> b\n\n2\n00:00:01,000 --> 00:00:02,000"),
+            None,
+            None,
+        ]);
         let srt = render(&analysis);
         assert_eq!(srt.matches("-->").count(), 1, "{srt}");
         assert!(!srt.contains("\n\n"), "{srt}");
-        assert!(srt.contains("a -> b 2 00:00:01,000 -> 00:00:02,000"), "{srt}");
+        assert!(
+            srt.contains("a -> b 2 00:00:01,000 -> 00:00:02,000"),
+            "{srt}"
+        );
     }
 
     #[test]
