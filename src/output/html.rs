@@ -6,6 +6,10 @@
 //! and a Content-Security-Policy allows only those (by hash), so even text that slipped past
 //! escaping could not run a script or fetch anything. All text from the analysis (captions,
 //! titles, paths) is HTML-escaped.
+//!
+//! The filter box matches every word typed against each caption (and timecode), hides the
+//! other keyframes, their chapters' headings when emptied, and dims their timeline markers.
+//! A link can open the report filtered: `report.html?q=red+car`.
 
 use std::fmt::Write as _;
 
@@ -556,7 +560,7 @@ fn chapter_title(analysis: &Analysis, chapter: usize) -> String {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for character in text.chars() {
         match character {
@@ -772,6 +776,20 @@ mod tests {
         let without = report([Some("a"), Some("b"), Some("c")]);
         assert!(!without.contains("class=\"curve\""));
         assert!(without.contains("No per-frame change scores"));
+    }
+
+    #[test]
+    fn the_timeline_comes_from_the_sidecar_frames() {
+        let frames = FrameEmbeddings {
+            time_s: vec![0.0, 0.5],
+            change: vec![0.0, 0.4],
+            embeddings: vec![1.0, 0.0, 0.0, 1.0],
+            dim: 2,
+        };
+        let timeline = Timeline::from_frames(&frames, Some(0.3));
+        assert_eq!(timeline.time_s, frames.time_s);
+        assert_eq!(timeline.change, frames.change);
+        assert_eq!(timeline.threshold, Some(0.3));
     }
 
     #[test]
