@@ -242,6 +242,8 @@ pub struct FrameEmbeddings {
     pub embeddings: Vec<f32>,
     /// Embedding dimension.
     pub dim: usize,
+    /// The change threshold the selector used, when it was one number for the whole video.
+    pub threshold: Option<f32>,
 }
 
 impl FrameEmbeddings {
@@ -282,6 +284,12 @@ impl FrameEmbeddings {
             ),
         ]
         .into_iter()
+        .chain(self.threshold.map(|threshold| {
+            (
+                "threshold",
+                Tensor::from_slice(&[threshold], 1, &Device::Cpu),
+            )
+        }))
         .map(|(name, tensor)| tensor.map(|tensor| (name.to_string(), tensor)))
         .collect::<Result<_, _>>()
         .map_err(|error| bad(error.to_string()))?;
@@ -340,11 +348,24 @@ impl FrameEmbeddings {
             .flatten_all()
             .and_then(|flat| flat.to_vec1())
             .map_err(|error| bad(error.to_string()))?;
+        let threshold = match tensors.get("threshold") {
+            Some(tensor) => Some(
+                tensor
+                    .to_dtype(DType::F32)
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|error| bad(error.to_string()))?
+                    .first()
+                    .copied()
+                    .ok_or_else(|| bad("empty `threshold` tensor".into()))?,
+            ),
+            None => None,
+        };
         Ok(FrameEmbeddings {
             time_s,
             change,
             embeddings,
             dim,
+            threshold,
         })
     }
 }
@@ -362,6 +383,7 @@ mod tests {
             change: vec![0.0, 0.1, 0.7],
             embeddings: (0..6).map(|i| i as f32).collect(),
             dim: 2,
+            threshold: Some(0.25),
         };
         frames.save(&path).unwrap();
         let loaded = FrameEmbeddings::load(&path).unwrap();

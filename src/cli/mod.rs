@@ -5,6 +5,7 @@ mod export;
 mod frames;
 mod models;
 mod probe;
+mod report;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Write an analysis's captions as subtitles (SRT, WebVTT), its chapters as WebVTT, or
     /// its keyframes as a table (JSON, JSON Lines, CSV).
     Export(export::ExportArgs),
+    /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
+    /// scene changes, summary and chapters, and a filter box.
+    Report(report::ReportArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
@@ -42,15 +46,16 @@ pub fn main() -> ExitCode {
         Command::Frames(args) => frames::run(args),
         Command::Models(args) => models::run(args),
         Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => report(&error),
+        Err(error) => print_error(&error),
     }
 }
 
 /// Prints an error as one line (its context chain joined) and picks the exit code.
-fn report(error: &anyhow::Error) -> ExitCode {
+fn print_error(error: &anyhow::Error) -> ExitCode {
     let interrupted = error
         .chain()
         .any(|cause| matches!(cause.downcast_ref(), Some(PipelineError::Interrupted)));

@@ -48,11 +48,11 @@ pub struct Timeline {
 
 impl Timeline {
     /// The timeline stored in an analysis's embeddings sidecar.
-    pub fn from_frames(frames: &FrameEmbeddings, threshold: Option<f32>) -> Timeline {
+    pub fn from_frames(frames: &FrameEmbeddings) -> Timeline {
         Timeline {
             time_s: frames.time_s.clone(),
             change: frames.change.clone(),
-            threshold,
+            threshold: frames.threshold,
         }
     }
 }
@@ -785,8 +785,9 @@ mod tests {
             change: vec![0.0, 0.4],
             embeddings: vec![1.0, 0.0, 0.0, 1.0],
             dim: 2,
+            threshold: Some(0.3),
         };
-        let timeline = Timeline::from_frames(&frames, Some(0.3));
+        let timeline = Timeline::from_frames(&frames);
         assert_eq!(timeline.time_s, frames.time_s);
         assert_eq!(timeline.change, frames.change);
         assert_eq!(timeline.threshold, Some(0.3));

@@ -4,8 +4,8 @@
 mod config;
 mod frames;
 mod progress;
+mod report;
 mod stages;
-mod thumbnails;
 
 use std::path::PathBuf;
 
@@ -14,8 +14,8 @@ use thiserror::Error;
 pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, PipelineConfig};
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use progress::Progress;
+pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
 pub use stages::{Stages, StopSignal};
-pub use thumbnails::{encode_jpeg, keyframe_thumbnails, THUMBNAIL_WIDTH};
 
 use crate::models::ModelError;
 use crate::video::VideoError;
