@@ -6,5 +6,10 @@
 
 pub mod analysis;
 pub mod atomic;
+pub mod cache;
 pub mod models;
+pub mod output;
+pub mod pipeline;
+pub mod summary;
 pub mod time;
+pub mod video;

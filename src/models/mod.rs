@@ -10,6 +10,7 @@ mod html_entities;
 pub mod kernels;
 pub mod mobileclip;
 pub mod preprocess;
+pub mod store;
 pub mod weights;
 
 use std::path::PathBuf;
