@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Results go to stdout, messages for
 //! people to stderr; errors are one line naming the input and the problem.
 
+mod embed;
 mod export;
 mod frames;
 mod models;
@@ -35,6 +36,8 @@ enum Command {
     /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
     /// scene changes, summary and chapters, and a filter box.
     Report(report::ReportArgs),
+    /// Print MobileCLIP2 embeddings of images or texts (L2-normalised vectors).
+    Embed(embed::EmbedArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Models(args) => models::run(args),
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
+        Command::Embed(args) => embed::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
