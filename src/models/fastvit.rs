@@ -434,26 +434,22 @@ impl Conv {
 
     /// Applies the convolution to NHWC activations, then `activation`.
     fn forward(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
-        let out = match self {
+        match self {
             Self::Pointwise { weight, bias } => {
-                return kernels::pointwise_conv(x, weight, bias, activation)
+                kernels::pointwise_conv(x, weight, bias, activation)
             }
             Self::Depthwise {
                 weight,
                 bias,
                 stride,
                 padding,
-            } => kernels::depthwise_conv2d(x, weight, bias, *stride, *padding)?,
+            } => kernels::depthwise_conv2d(x, weight, bias, *stride, *padding, activation),
             Self::Dense {
                 weight,
                 bias,
                 stride,
                 padding,
-            } => kernels::dense_conv2d(x, weight, bias, *stride, *padding)?,
-        };
-        match activation {
-            Activation::Identity => Ok(out),
-            Activation::Gelu => kernels::gelu(&out),
+            } => kernels::dense_conv2d(x, weight, bias, *stride, *padding, activation),
         }
     }
 }
