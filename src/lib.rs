@@ -7,4 +7,5 @@
 pub mod analysis;
 pub mod atomic;
 pub mod models;
+pub mod select;
 pub mod time;
