@@ -7,5 +7,6 @@
 pub mod analysis;
 pub mod atomic;
 pub mod models;
+pub mod search;
 pub mod select;
 pub mod time;
