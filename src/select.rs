@@ -80,8 +80,9 @@ const TIME_EPSILON: f64 = 1e-6;
 #[serde(deny_unknown_fields, default)]
 pub struct SelectConfig {
     /// Cosine distance from the current scene above which a frame counts as changed.
-    /// Same-shot frames of CLIP-family embeddings sit within about 0.02–0.1 of each other;
-    /// different shots are usually 0.2–0.6 apart.
+    /// For CLIP-family image embeddings, frames of one shot typically sit within 0.02–0.1 of
+    /// each other and different shots 0.2–0.6 apart; the default has yet to be checked
+    /// against MobileCLIP2 on real footage.
     pub change_threshold: f32,
     /// Raise the threshold in footage that changes a lot all the time: the effective
     /// threshold is `max(change_threshold, adaptive_factor * median change score over the

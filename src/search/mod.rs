@@ -71,6 +71,9 @@ use text::CaptionIndex;
 /// Rows scanned per parallel task.
 const SCAN_CHUNK_ROWS: usize = 1 << 16;
 
+/// Candidate vectors closer than this are fetched in one request.
+const PREFETCH_GAP_BYTES: usize = 16 * 1024;
+
 /// The largest embedding dimension an index file may declare.
 const MAX_DIM: usize = 1 << 16;
 
@@ -465,11 +468,7 @@ impl SearchIndex {
             estimates.select_nth_unstable(keep - 1);
             estimates.truncate(keep);
         }
-        let width = query.len();
-        for estimate in &estimates {
-            let start = self.layout.vectors.start + estimate.row as usize * width;
-            self.storage.prefetch(&(start..start + width));
-        }
+        self.prefetch_vectors(&estimates, query.len());
         let mut matches: Vec<(f32, usize)> = estimates
             .iter()
             .map(|estimate| {
@@ -653,6 +652,32 @@ impl SearchIndex {
         self.metadata
             .videos
             .partition_point(|video| video.first_row + video.rows <= frame)
+    }
+
+    /// Asks for the candidates' vectors all at once, neighbouring rows (a scene's frames)
+    /// in one request, so that a cold index reads them in parallel.
+    fn prefetch_vectors(&self, estimates: &[Estimate], width: usize) {
+        let row_bytes = width * std::mem::size_of::<i16>();
+        let mut rows: Vec<usize> = estimates.iter().map(|e| e.row as usize).collect();
+        rows.sort_unstable();
+        let mut pending: Option<std::ops::Range<usize>> = None;
+        for row in rows {
+            let start = self.layout.vectors.start + row * row_bytes;
+            pending = match pending {
+                Some(range) if start <= range.end + PREFETCH_GAP_BYTES => {
+                    Some(range.start..start + row_bytes)
+                }
+                other => {
+                    if let Some(range) = other {
+                        self.storage.prefetch(&range);
+                    }
+                    Some(start..start + row_bytes)
+                }
+            };
+        }
+        if let Some(range) = pending {
+            self.storage.prefetch(&range);
+        }
     }
 
     /// Cosine similarity between a rotated unit query and a stored frame.

@@ -241,8 +241,8 @@ impl IndexBuilder {
     }
 
     /// A builder that keeps the vectors in a temporary file in `directory` (removed when the
-    /// builder is dropped), so that only about 20 bytes per frame stay in memory while
-    /// building and 80 while writing.
+    /// builder is dropped), so that only 12 bytes per frame (time and scale) stay in memory
+    /// while building, and 84 more (the codes) while writing.
     pub fn spilling_to(directory: &Path) -> Result<Self, SearchError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = directory.join(format!(
