@@ -6,7 +6,12 @@
 
 pub mod analysis;
 pub mod atomic;
+pub mod cache;
 pub mod models;
+pub mod output;
+pub mod pipeline;
 pub mod search;
 pub mod select;
+pub mod summary;
 pub mod time;
+pub mod video;

@@ -1,1 +1,9 @@
-fn main() {}
+//! The `keyscribe` command: parses arguments, calls the library, prints results.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

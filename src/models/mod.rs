@@ -3,6 +3,7 @@
 //! One file per model family; shared building blocks live once. Every model loads through
 //! [`weights::Checkpoint`], which refuses files that do not match the architecture.
 
+pub mod store;
 pub mod weights;
 
 use std::path::PathBuf;

@@ -65,6 +65,28 @@ impl Checkpoint {
         }))
     }
 
+    /// Opens the weights stored in `dir` as `file` (e.g. `model.safetensors`), or as the
+    /// shards that `file.index.json` lists when the checkpoint is sharded.
+    pub fn open_in(dir: &Path, file: &str) -> Result<Arc<Self>, ModelError> {
+        let single = dir.join(file);
+        if single.exists() {
+            return Self::open(&[single]);
+        }
+        let index = dir.join(format!("{file}.index.json"));
+        let shards = super::store::shards_listed_by(&index);
+        if shards.is_empty() {
+            return Err(ModelError::Io {
+                path: single,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no such file (nor a readable {file}.index.json)"),
+                ),
+            });
+        }
+        let files: Vec<PathBuf> = shards.iter().map(|shard| dir.join(shard)).collect();
+        Self::open(&files)
+    }
+
     /// The file (or first shard) this checkpoint was read from, for messages.
     pub fn path(&self) -> &Path {
         self.files
@@ -299,6 +321,41 @@ mod tests {
         checkpoint
             .ensure_all_used(|name| name == "head.proj")
             .unwrap();
+    }
+
+    #[test]
+    fn sharded_checkpoints_open_through_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_checkpoint(dir.path());
+        std::fs::rename(&first, dir.path().join("model-00001-of-00002.safetensors")).unwrap();
+        let tensors: HashMap<String, Tensor> = [(
+            "b.weight".to_string(),
+            Tensor::ones(4, DType::F32, &Device::Cpu).unwrap(),
+        )]
+        .into_iter()
+        .collect();
+        candle_core::safetensors::save(
+            &tensors,
+            dir.path().join("model-00002-of-00002.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a.weight": "model-00001-of-00002.safetensors",
+                "a.bias": "model-00001-of-00002.safetensors",
+                "head.proj": "model-00001-of-00002.safetensors",
+                "b.weight": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let checkpoint = Checkpoint::open_in(dir.path(), "model.safetensors").unwrap();
+        assert_eq!(checkpoint.names().count(), 4);
+        let missing = Checkpoint::open_in(dir.path(), "other.safetensors")
+            .err()
+            .unwrap();
+        assert!(
+            missing.to_string().contains("other.safetensors"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -1,0 +1,67 @@
+//! `keyscribe export ANALYSIS --format F [-o FILE]`: subtitles and tables from an analysis.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use keyscribe::analysis::Analysis;
+use keyscribe::atomic;
+use keyscribe::output::{self, Format};
+
+/// Arguments of `keyscribe export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The analysis document (the JSON written by `keyscribe run`).
+    analysis: PathBuf,
+    /// What to write; taken from the extension of --output when not given
+    /// (`x.chapters.vtt` means chapters).
+    #[arg(long, short, value_enum)]
+    format: Option<Format>,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// Renders the analysis in the chosen format to stdout or the output file.
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let format = match (args.format, &args.output) {
+        (Some(format), _) => format,
+        (None, Some(path)) => path
+            .file_name()
+            .and_then(|name| Format::from_file_name(&name.to_string_lossy()))
+            .with_context(|| {
+                format!(
+                    "cannot tell the format from the name {}: pass --format",
+                    path.display()
+                )
+            })?,
+        (None, None) => bail!("no --format given (srt, vtt, chapters, json, jsonl or csv)"),
+    };
+    let analysis = Analysis::load(&args.analysis)?;
+    let source = args.analysis.display();
+    if format.needs_captions() && output::caption_cues(&analysis).is_empty() {
+        eprintln!("keyscribe: warning: {source} has no captions, so the {format} file has no cues (was it made without a captioner?)");
+    }
+    if format == Format::Chapters && analysis.chapters.is_empty() {
+        eprintln!("keyscribe: warning: {source} has no chapters, so the chapters file has no cues (run `keyscribe summarize` first)");
+    }
+    let text = output::render(format, &analysis);
+    match &args.output {
+        Some(path) => atomic::write(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
+            match written {
+                // A reader that stopped early (`| head`) is not a failure.
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.context("writing to stdout")?,
+            }
+        }
+    }
+    Ok(())
+}

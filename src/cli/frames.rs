@@ -1,0 +1,62 @@
+//! `keyscribe frames VIDEO --out DIR`: sampled frames as JPEG files with their timestamps.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use keyscribe::pipeline::{write_frames, StopSignal};
+use keyscribe::video::{DecodeOptions, ResizeMode, SampleRate, Size};
+
+/// Arguments of `keyscribe frames`.
+#[derive(Debug, Args)]
+pub struct FramesArgs {
+    /// The video file.
+    video: PathBuf,
+    /// Directory for the JPEG files and index.json (created if missing).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Frames per second to take, by presentation time, or `all` for every frame.
+    #[arg(long, default_value = "2")]
+    sample_fps: SampleRate,
+    /// Size of the written frames: WIDTHxHEIGHT or `native`.
+    #[arg(long, default_value = "native")]
+    size: Size,
+    /// How frames are fitted to --size: stretch, crop (centre) or pad (black bars).
+    #[arg(long, default_value = "crop")]
+    mode: ResizeMode,
+    /// Decode key frames only: much faster, coarser in time.
+    #[arg(long)]
+    keyframes_only: bool,
+    /// Print index.json on stdout when done.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Writes the frames and reports how many.
+pub fn run(args: FramesArgs) -> anyhow::Result<()> {
+    let options = DecodeOptions {
+        sample_rate: args.sample_fps,
+        size: args.size,
+        mode: args.mode,
+        keyframes_only: args.keyframes_only,
+    };
+    let index = write_frames(
+        &args.video,
+        options,
+        &args.out,
+        StopSignal::with_interrupt(),
+        args.json,
+    )
+    .context("extracting frames")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&index)?);
+    } else {
+        eprintln!(
+            "wrote {} frames and index.json to {}",
+            index.frames.len(),
+            args.out.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Command-line interface: one file per subcommand. Results go to stdout, messages for
+//! people to stderr; errors are one line naming the input and the problem.
+
+mod export;
+mod frames;
+mod models;
+mod probe;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use keyscribe::pipeline::PipelineError;
+
+/// Video keyframe analysis: MobileCLIP2 keyframes, FastVLM captions, timestamped output.
+#[derive(Debug, Parser)]
+#[command(name = "keyscribe", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what FFmpeg sees in a video: duration, size, rate, rotation, start time.
+    Probe(probe::ProbeArgs),
+    /// Write sampled frames as JPEG files named by their timecode, with index.json.
+    Frames(frames::FramesArgs),
+    /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
+    Models(models::ModelsArgs),
+    /// Write an analysis's captions as subtitles (SRT, WebVTT), its chapters as WebVTT, or
+    /// its keyframes as a table (JSON, JSON Lines, CSV).
+    Export(export::ExportArgs),
+    /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
+    /// scene changes, summary and chapters, and a filter box.
+    Report(report::ReportArgs),
+}
+
+/// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
+/// 2 bad usage (clap), 130 interrupted.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Probe(args) => probe::run(args),
+        Command::Frames(args) => frames::run(args),
+        Command::Models(args) => models::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Report(args) => report::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => print_error(&error),
+    }
+}
+
+/// Prints an error as one line (its context chain joined) and picks the exit code.
+fn print_error(error: &anyhow::Error) -> ExitCode {
+    let interrupted = error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(PipelineError::Interrupted)));
+    if interrupted {
+        eprintln!("keyscribe: interrupted");
+        return ExitCode::from(130);
+    }
+    eprintln!("keyscribe: error: {}", one_line(error));
+    ExitCode::FAILURE
+}
+
+/// The error's chain of causes joined with `: `, leaving out causes whose text an outer
+/// message already includes (typed errors often print their source themselves).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.lines().next().unwrap_or_default().to_string()
+}

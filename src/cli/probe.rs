@@ -1,0 +1,54 @@
+//! `keyscribe probe VIDEO`: what FFmpeg sees.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use keyscribe::time::MediaTime;
+use keyscribe::video;
+
+/// Arguments of `keyscribe probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The video file.
+    video: PathBuf,
+    /// Print the metadata as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Probes the video and prints its metadata.
+pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
+    let info = video::probe(&args.video)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!("file:       {}", info.path.display());
+    println!("container:  {}", info.container);
+    println!("codec:      {}", info.codec);
+    println!(
+        "duration:   {} ({:.3} s)",
+        MediaTime::from_seconds(info.duration_s),
+        info.duration_s
+    );
+    println!(
+        "size:       {}x{} (stored {}x{}, rotation {} deg)",
+        info.width, info.height, info.coded_width, info.coded_height, info.rotation_deg
+    );
+    println!(
+        "frame rate: {:.3} fps{}",
+        info.fps,
+        if info.variable_frame_rate {
+            " (variable)"
+        } else {
+            ""
+        }
+    );
+    println!("start time: {:.3} s", info.start_time_s);
+    if let Some(frames) = info.frame_count {
+        println!("frames:     {frames}");
+    }
+    println!("audio:      {}", if info.has_audio { "yes" } else { "no" });
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! Decoding: frames in presentation order, sampled by time, converted to RGB; and accurate
+//! seeking to the frame on screen at a given time.
+
+use std::path::Path;
+
+use ffmpeg_next::codec::threading;
+use ffmpeg_next::decoder;
+use ffmpeg_next::util::frame::video::Video as VideoFrame;
+use ffmpeg_next::{Packet, Rational};
+use image::RgbImage;
+
+use super::convert::{Converter, ResizeMode, Size};
+use super::probe::{rescale, OpenedVideo, VideoInfo};
+use super::sampling::{SampleRate, Sampler};
+use super::VideoError;
+use crate::time::MediaTime;
+
+/// How many unreadable packets in a row end demuxing (a damaged file can otherwise spin).
+const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 1000;
+
+/// What the decode stage delivers and how.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecodeOptions {
+    /// How often a frame is taken.
+    pub sample_rate: SampleRate,
+    /// The size frames are delivered at.
+    pub size: Size,
+    /// How the picture is fitted to `size`.
+    pub mode: ResizeMode,
+    /// Decode key frames only (much faster; the sample rate then applies to key frames).
+    pub keyframes_only: bool,
+}
+
+/// One sampled picture with its time.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// When the frame is shown, from the start of the file as players count it.
+    pub time: MediaTime,
+    /// The frame's raw presentation timestamp in the stream's time base.
+    pub pts: i64,
+    /// Position of the frame among all decoded frames of the stream, from 0; unknown for
+    /// frames fetched by seeking.
+    pub number: Option<u64>,
+    /// The picture, in display orientation.
+    pub image: RgbImage,
+}
+
+/// How a decoding pass went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecodeReport {
+    /// Frames the decoder produced.
+    pub frames_decoded: u64,
+    /// Frames delivered after sampling.
+    pub frames_delivered: u64,
+    /// Packets the demuxer or decoder rejected as damaged and that were skipped.
+    pub damaged_packets: u64,
+    /// Set when decoding ended before the end of the video: where and why.
+    pub stopped_early: Option<String>,
+}
+
+/// Reads a video front to back, delivering sampled frames in presentation order.
+pub struct FrameReader {
+    stream: DecodingStream,
+    converter: Converter,
+    sampler: Sampler,
+    /// The last decoded frame, shown until the next one arrives.
+    held: VideoFrame,
+    held_at: Option<FrameStamp>,
+    scratch: VideoFrame,
+    finished: bool,
+    report: DecodeReport,
+}
+
+/// Time and identity of a decoded frame.
+#[derive(Debug, Clone, Copy)]
+struct FrameStamp {
+    seconds: f64,
+    pts: i64,
+    number: u64,
+}
+
+impl FrameReader {
+    /// Opens `path` for decoding with `options`.
+    pub fn open(path: &Path, options: DecodeOptions) -> Result<Self, VideoError> {
+        let stream = DecodingStream::open(path, options.keyframes_only)?;
+        let converter = stream.converter(options.size, options.mode);
+        Ok(FrameReader {
+            stream,
+            converter,
+            sampler: Sampler::new(options.sample_rate, 0.0),
+            held: VideoFrame::empty(),
+            held_at: None,
+            scratch: VideoFrame::empty(),
+            finished: false,
+            report: DecodeReport::default(),
+        })
+    }
+
+    /// What FFmpeg reports about the video.
+    pub fn info(&self) -> &VideoInfo {
+        &self.stream.opened.info
+    }
+
+    /// How decoding has gone so far; complete once [`FrameReader::next_frame`] returned `None`.
+    pub fn report(&self) -> &DecodeReport {
+        &self.report
+    }
+
+    /// The next sampled frame, or `None` at the end of the video.
+    ///
+    /// A damaged or truncated file ends early without an error: the frames before the
+    /// damage are delivered and [`DecodeReport::stopped_early`] says where it stopped.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, VideoError> {
+        if self.finished {
+            return Ok(None);
+        }
+        while self.stream.receive(&mut self.scratch)? {
+            let Some(pts) = self.scratch.timestamp().or(self.scratch.pts()) else {
+                continue;
+            };
+            let seconds = self.stream.opened.seconds(pts);
+            if self.held_at.is_some_and(|held| seconds < held.seconds) {
+                // Out-of-order timestamps from a damaged stream: keep time monotonic.
+                continue;
+            }
+            let stamp = FrameStamp {
+                seconds,
+                pts,
+                number: self.report.frames_decoded,
+            };
+            self.report.frames_decoded += 1;
+            let deliver_held = self.sampler.arrive(seconds);
+            let delivered = if deliver_held {
+                Some(self.deliver_held()?)
+            } else {
+                None
+            };
+            std::mem::swap(&mut self.held, &mut self.scratch);
+            self.held_at = Some(stamp);
+            if delivered.is_some() {
+                return Ok(delivered);
+            }
+        }
+        self.finished = true;
+        self.report.damaged_packets = self.stream.damaged_packets;
+        self.report.stopped_early = self.stream.stopped_early();
+        let shown_until = self
+            .held_at
+            .map(|held| self.stream.shown_until(held.seconds));
+        match shown_until {
+            Some(end) if self.sampler.finish(end) => Ok(Some(self.deliver_held()?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn deliver_held(&mut self) -> Result<Frame, VideoError> {
+        let stamp = self
+            .held_at
+            .expect("a held frame exists when one is delivered");
+        let image = self.converter.convert(&self.held)?;
+        self.report.frames_delivered += 1;
+        Ok(Frame {
+            time: MediaTime::from_seconds(stamp.seconds),
+            pts: stamp.pts,
+            number: Some(stamp.number),
+            image,
+        })
+    }
+}
+
+impl Iterator for FrameReader {
+    type Item = Result<Frame, VideoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_frame().transpose()
+    }
+}
+
+/// Fetches single frames by time: the frame on screen at `t`, found by seeking to the key
+/// frame at or before `t` and decoding forward.
+pub struct FrameSeeker {
+    stream: DecodingStream,
+    size: Size,
+    mode: ResizeMode,
+    converter: Converter,
+}
+
+impl FrameSeeker {
+    /// Opens `path` for seeking; frames are delivered at `size` fitted with `mode`.
+    pub fn open(path: &Path, size: Size, mode: ResizeMode) -> Result<Self, VideoError> {
+        let stream = DecodingStream::open(path, false)?;
+        let converter = stream.converter(size, mode);
+        Ok(FrameSeeker {
+            stream,
+            size,
+            mode,
+            converter,
+        })
+    }
+
+    /// What FFmpeg reports about the video.
+    pub fn info(&self) -> &VideoInfo {
+        &self.stream.opened.info
+    }
+
+    /// The frame a player shows at `time`: the last frame whose time is at or before it
+    /// (the first frame for times before it, the last frame for times past the end).
+    pub fn frame_at(&mut self, time: MediaTime) -> Result<Frame, VideoError> {
+        self.stream.seek_before(time.seconds())?;
+        let mut current = VideoFrame::empty();
+        let mut previous = VideoFrame::empty();
+        let mut previous_at: Option<(f64, i64)> = None;
+        // A tolerance below any real frame duration absorbs time-base rounding.
+        let target = time.seconds() + 1e-6;
+        while self.stream.receive(&mut current)? {
+            let Some(pts) = current.timestamp().or(current.pts()) else {
+                continue;
+            };
+            let seconds = self.stream.opened.seconds(pts);
+            if seconds > target && previous_at.is_some() {
+                break;
+            }
+            std::mem::swap(&mut previous, &mut current);
+            previous_at = Some((seconds, pts));
+            if seconds > target {
+                break;
+            }
+        }
+        let Some((seconds, pts)) = previous_at else {
+            return Err(VideoError::Decode {
+                path: self.stream.opened.info.path.clone(),
+                problem: format!("no frame could be decoded at {time}"),
+            });
+        };
+        Ok(Frame {
+            time: MediaTime::from_seconds(seconds),
+            pts,
+            number: None,
+            image: self.converter.convert(&previous)?,
+        })
+    }
+
+    /// The size and mode frames are delivered at.
+    pub fn output(&self) -> (Size, ResizeMode) {
+        (self.size, self.mode)
+    }
+}
+
+/// An opened input with a running decoder: feeds packets, hands out decoded frames, and
+/// keeps track of damage and of where demuxing stopped.
+struct DecodingStream {
+    opened: OpenedVideo,
+    decoder: decoder::Video,
+    keyframes_only: bool,
+    draining: bool,
+    /// Presentation time (seconds) reached by the last packet read, end included.
+    demuxed_until: f64,
+    read_error: Option<String>,
+    damaged_packets: u64,
+}
+
+impl DecodingStream {
+    fn open(path: &Path, keyframes_only: bool) -> Result<Self, VideoError> {
+        let opened = OpenedVideo::open(path)?;
+        let decoder_error = |error: ffmpeg_next::Error| VideoError::Decode {
+            path: path.to_path_buf(),
+            problem: format!("cannot start the video decoder: {error}"),
+        };
+        let stream = opened
+            .input
+            .stream(opened.stream_index)
+            .expect("the chosen stream exists");
+        let mut context =
+            ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+                .map_err(decoder_error)?;
+        context.set_threading(threading::Config {
+            kind: threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let mut decoder = context.decoder();
+        decoder.set_packet_time_base(opened.time_base);
+        if keyframes_only {
+            decoder.skip_frame(ffmpeg_next::codec::discard::Discard::NonKey);
+        }
+        let decoder = decoder.video().map_err(decoder_error)?;
+        Ok(DecodingStream {
+            opened,
+            decoder,
+            keyframes_only,
+            draining: false,
+            demuxed_until: 0.0,
+            read_error: None,
+            damaged_packets: 0,
+        })
+    }
+
+    fn converter(&self, size: Size, mode: ResizeMode) -> Converter {
+        let info = &self.opened.info;
+        let pixel_aspect = if info.rotation_deg % 180 == 90 {
+            f64::from(info.height) / f64::from(info.coded_width)
+        } else {
+            f64::from(info.width) / f64::from(info.coded_width)
+        };
+        Converter::new(
+            size,
+            mode,
+            info.rotation_deg,
+            pixel_aspect,
+            (info.width, info.height),
+        )
+    }
+
+    /// The duration of one frame at the average rate (0.04 s when the rate is unknown).
+    fn nominal_frame_seconds(&self) -> f64 {
+        let fps = self.opened.info.fps;
+        if fps > 0.0 {
+            1.0 / fps
+        } else {
+            0.04
+        }
+    }
+
+    /// When the last frame, shown from `seconds`, leaves the screen: one nominal frame later,
+    /// but not after the video's stated end.
+    fn shown_until(&self, seconds: f64) -> f64 {
+        let nominal_end = seconds + self.nominal_frame_seconds();
+        let duration = self.opened.info.duration_s;
+        if duration > seconds {
+            nominal_end.min(duration)
+        } else {
+            nominal_end
+        }
+    }
+
+    /// Decodes the next frame into `frame`; `false` once the stream is exhausted.
+    fn receive(&mut self, frame: &mut VideoFrame) -> Result<bool, VideoError> {
+        loop {
+            match self.decoder.receive_frame(frame) {
+                Ok(()) => return Ok(true),
+                Err(ffmpeg_next::Error::Eof) => return Ok(false),
+                Err(ffmpeg_next::Error::Other { errno }) if errno == libc_eagain() => {
+                    if self.draining {
+                        return Ok(false);
+                    }
+                    self.feed();
+                }
+                Err(ffmpeg_next::Error::InvalidData) => {
+                    self.damaged_packets += 1;
+                }
+                Err(error) => {
+                    return Err(VideoError::Decode {
+                        path: self.opened.info.path.clone(),
+                        problem: format!("decoding failed: {error}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends the next packet of the video stream to the decoder, or end-of-stream.
+    fn feed(&mut self) {
+        let mut packet = Packet::empty();
+        let mut bad_in_a_row = 0;
+        loop {
+            match packet.read(&mut self.opened.input) {
+                Ok(()) => {}
+                Err(ffmpeg_next::Error::Eof) => break,
+                Err(ffmpeg_next::Error::InvalidData)
+                    if bad_in_a_row < MAX_CONSECUTIVE_BAD_PACKETS =>
+                {
+                    bad_in_a_row += 1;
+                    self.damaged_packets += 1;
+                    continue;
+                }
+                Err(error) => {
+                    self.read_error = Some(error.to_string());
+                    break;
+                }
+            }
+            bad_in_a_row = 0;
+            if packet.stream() != self.opened.stream_index {
+                continue;
+            }
+            if let Some(pts) = packet.pts() {
+                let end = pts + packet.duration().max(0);
+                self.demuxed_until = self.demuxed_until.max(self.opened.seconds(end));
+            }
+            if self.keyframes_only && !packet.is_key() {
+                continue;
+            }
+            match self.decoder.send_packet(&packet) {
+                Ok(()) => return,
+                Err(ffmpeg_next::Error::InvalidData) => self.damaged_packets += 1,
+                Err(_) => self.damaged_packets += 1,
+            }
+        }
+        self.draining = true;
+        // Sending end-of-stream twice is harmless; its error carries no information.
+        let _ = self.decoder.send_eof();
+    }
+
+    /// Seeks to the key frame at or before `seconds` and resets the decoder.
+    fn seek_before(&mut self, seconds: f64) -> Result<(), VideoError> {
+        let time_base = self.opened.time_base;
+        let stream_ts = self.opened.zero_pts + (seconds / f64::from(time_base)).floor() as i64;
+        let av_time_base = Rational(1, ffmpeg_next::ffi::AV_TIME_BASE);
+        let target = rescale(stream_ts, time_base, av_time_base);
+        self.opened
+            .input
+            .seek(target, ..target)
+            .or_else(|_| self.opened.input.seek(i64::MIN, ..))
+            .map_err(|error| VideoError::Decode {
+                path: self.opened.info.path.clone(),
+                problem: format!(
+                    "cannot seek to {}: {error}",
+                    MediaTime::from_seconds(seconds)
+                ),
+            })?;
+        self.decoder.flush();
+        self.draining = false;
+        Ok(())
+    }
+
+    /// A warning if demuxing stopped well before the video's stated end.
+    fn stopped_early(&self) -> Option<String> {
+        let duration = self.opened.info.duration_s;
+        let reached = MediaTime::from_seconds(self.demuxed_until);
+        if let Some(error) = &self.read_error {
+            return Some(format!("reading stopped at {reached}: {error}"));
+        }
+        let tolerance = (3.0 * self.nominal_frame_seconds()).max(0.5);
+        (duration > 0.0 && self.demuxed_until + tolerance < duration).then(|| {
+            format!(
+                "the file ends at {reached} but says it lasts {} (truncated?)",
+                MediaTime::from_seconds(duration)
+            )
+        })
+    }
+}
+
+// SAFETY: the demuxer and decoder contexts are owned exclusively and moved between threads,
+// never shared; FFmpeg contexts have no thread affinity.
+unsafe impl Send for DecodingStream {}
+
+fn libc_eagain() -> i32 {
+    ffmpeg_next::ffi::EAGAIN
+}

@@ -1,0 +1,341 @@
+//! The decode stage against videos with known content: timestamps, sampling, seeking,
+//! rotation, containers and codecs, and bad input.
+
+mod common;
+
+use common::{read_counter, video};
+use keyscribe::time::MediaTime;
+use keyscribe::video::{
+    self, DecodeOptions, Frame, FrameReader, FrameSeeker, ResizeMode, SampleRate, Size, VideoError,
+};
+
+fn decode_all(name: &str, options: DecodeOptions) -> Vec<Frame> {
+    FrameReader::open(&video(name), options)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+fn at_rate(rate: f64) -> DecodeOptions {
+    DecodeOptions {
+        sample_rate: SampleRate::PerSecond(rate),
+        ..DecodeOptions::default()
+    }
+}
+
+/// Source frame times of vfr.mp4: a 60 fps counter keeping every 2nd frame before 2 s,
+/// every 12th from 2 s to 4 s, and every frame after (see samples/make_samples.sh).
+fn vfr_frame_numbers() -> Vec<u32> {
+    (0..360)
+        .filter(|&n| {
+            let t = f64::from(n) / 60.0;
+            if t < 2.0 {
+                n % 2 == 0
+            } else if t < 4.0 {
+                n % 12 == 0
+            } else {
+                true
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn constant_rate_samples_are_on_the_half_second_and_show_their_frame() {
+    let frames = decode_all("counter.mp4", at_rate(2.0));
+    assert_eq!(frames.len(), 24);
+    for (k, frame) in frames.iter().enumerate() {
+        // At 25 fps the frame on screen at k/2 s is frame floor(12.5 k), shown at n/25 s.
+        let on_screen = (k as f64 * 12.5).floor();
+        assert!(
+            (frame.time.seconds() - on_screen / 25.0).abs() < 1e-6,
+            "{:?}",
+            frame.time
+        );
+        let counter = read_counter(&frame.image);
+        assert_eq!(counter, on_screen as u32);
+        assert_eq!(frame.number, Some(u64::from(counter)));
+        assert_eq!(frame.image.dimensions(), (320, 240));
+    }
+}
+
+#[test]
+fn every_frame_when_asked_for_all() {
+    let frames = decode_all(
+        "counter.mp4",
+        DecodeOptions {
+            sample_rate: SampleRate::All,
+            ..DecodeOptions::default()
+        },
+    );
+    assert_eq!(frames.len(), 300);
+    for (n, frame) in frames.iter().enumerate() {
+        assert!((frame.time.seconds() - n as f64 / 25.0).abs() < 1e-6);
+        assert_eq!(read_counter(&frame.image), n as u32);
+    }
+}
+
+#[test]
+fn variable_rate_samples_by_time() {
+    let info = video::probe(&video("vfr.mp4")).unwrap();
+    assert!(info.variable_frame_rate);
+    assert!(
+        !video::probe(&video("counter.mp4"))
+            .unwrap()
+            .variable_frame_rate
+    );
+    let numbers = vfr_frame_numbers();
+    let frames = decode_all("vfr.mp4", at_rate(2.0));
+    assert_eq!(frames.len(), 12);
+    for (k, frame) in frames.iter().enumerate() {
+        let instant = k as f64 * 0.5;
+        // The frame on screen at the instant: the last source frame at or before it.
+        let on_screen = numbers
+            .iter()
+            .copied()
+            .filter(|&n| f64::from(n) / 60.0 <= instant + 1e-9)
+            .max()
+            .unwrap();
+        let counter = read_counter(&frame.image);
+        assert_eq!(counter, on_screen, "sample {k} at {instant}");
+        assert!((frame.time.seconds() - f64::from(counter) / 60.0).abs() < 1.0 / 60.0);
+    }
+    let times: Vec<f64> = frames.iter().map(|f| f.time.seconds()).collect();
+    assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "{times:?}");
+}
+
+#[test]
+fn delayed_start_counts_from_the_first_frame() {
+    for (name, start) in [("delayed.mp4", 1.075), ("delayed.ts", 1.48)] {
+        let info = video::probe(&video(name)).unwrap();
+        assert!((info.start_time_s - start).abs() < 0.01, "{name}: {info:?}");
+        let frames = decode_all(name, at_rate(2.0));
+        assert_eq!(frames[0].time, MediaTime::ZERO, "{name}");
+        assert_eq!(frames.len(), 24, "{name}");
+        for frame in &frames {
+            let counter = read_counter(&frame.image);
+            let shown = f64::from(counter) / 25.0;
+            assert!(
+                (frame.time.seconds() - shown).abs() < 1.0 / 25.0,
+                "{name} {frame:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn seek_returns_the_frame_on_screen() {
+    let mut seeker =
+        FrameSeeker::open(&video("counter.mp4"), Size::Native, ResizeMode::Crop).unwrap();
+    for time in [
+        5.55, 0.0, 0.02, 0.039, 0.04, 1.99, 2.0, 2.01, 11.96, 11.99, 7.3, 3.333,
+    ] {
+        let frame = seeker.frame_at(MediaTime::from_seconds(time)).unwrap();
+        let expected = (time * 25.0 + 1e-6).floor() as u32;
+        assert_eq!(read_counter(&frame.image), expected, "seek to {time}");
+        assert!((frame.time.seconds() - f64::from(expected) / 25.0).abs() < 1e-6);
+    }
+    // Past the end: the last frame.
+    let last = seeker.frame_at(MediaTime::from_seconds(30.0)).unwrap();
+    assert_eq!(read_counter(&last.image), 299);
+}
+
+#[test]
+fn seek_in_variable_rate_and_delayed_files() {
+    let numbers = vfr_frame_numbers();
+    let mut seeker = FrameSeeker::open(&video("vfr.mp4"), Size::Native, ResizeMode::Crop).unwrap();
+    for time in [3.1, 0.51, 2.4, 5.99, 1.0] {
+        let frame = seeker.frame_at(MediaTime::from_seconds(time)).unwrap();
+        let expected = numbers
+            .iter()
+            .copied()
+            .filter(|&n| f64::from(n) / 60.0 <= time + 1e-9)
+            .max()
+            .unwrap();
+        assert_eq!(read_counter(&frame.image), expected, "seek to {time}");
+    }
+    let mut seeker =
+        FrameSeeker::open(&video("delayed.mp4"), Size::Native, ResizeMode::Crop).unwrap();
+    let frame = seeker.frame_at(MediaTime::from_seconds(4.5)).unwrap();
+    assert_eq!(read_counter(&frame.image), 112);
+}
+
+#[test]
+fn rotation_is_applied() {
+    let info = video::probe(&video("rotated.mp4")).unwrap();
+    assert_eq!(info.rotation_deg, 90);
+    assert_eq!((info.width, info.height), (240, 320));
+    let frames = decode_all("rotated.mp4", at_rate(1.0));
+    let frame = &frames[3];
+    assert_eq!(frame.image.dimensions(), (240, 320));
+    // Turned clockwise, the stored top strip is now the right-hand strip and its first
+    // block is at the top: undo the turn and read the counter.
+    let upright = image::imageops::rotate270(&frame.image);
+    assert_eq!(read_counter(&upright), 75);
+}
+
+#[test]
+fn containers_and_codecs_decode() {
+    for name in [
+        "h264.mkv",
+        "h264.mov",
+        "vp9.webm",
+        "mpeg4.avi",
+        "hevc.mp4",
+        "av1.mkv",
+    ] {
+        let frames = decode_all(name, at_rate(2.0));
+        assert_eq!(frames.len(), 4, "{name}");
+        for frame in &frames {
+            let expected = (frame.time.seconds() * 25.0).round() as u32;
+            assert_eq!(read_counter(&frame.image), expected, "{name}");
+        }
+    }
+}
+
+#[test]
+fn resize_modes_fit_the_picture() {
+    let options = |mode| DecodeOptions {
+        sample_rate: SampleRate::PerSecond(1.0),
+        size: Size::Exact {
+            width: 256,
+            height: 256,
+        },
+        mode,
+        keyframes_only: false,
+    };
+    let stretch = &decode_all("counter.mp4", options(ResizeMode::Stretch))[2];
+    assert_eq!(stretch.image.dimensions(), (256, 256));
+    assert_eq!(read_counter(&stretch.image), 50);
+
+    // 4:3 padded into a square: 256x192 centred, 32 black rows above and below.
+    let pad = &decode_all("counter.mp4", options(ResizeMode::Pad))[2];
+    assert_eq!(pad.image.dimensions(), (256, 256));
+    assert!(pad.image.get_pixel(128, 10).0.iter().all(|&c| c < 8));
+    assert!(pad.image.get_pixel(128, 250).0.iter().all(|&c| c < 8));
+    let inner = image::imageops::crop_imm(&pad.image, 0, 32, 256, 192).to_image();
+    assert_eq!(read_counter(&inner), 50);
+
+    // 4:3 cropped into a square: scaled to 341x256, 42 columns cut on each side.
+    let crop = &decode_all("counter.mp4", options(ResizeMode::Crop))[2];
+    assert_eq!(crop.image.dimensions(), (256, 256));
+    let mut restored = image::RgbImage::new(341, 256);
+    image::imageops::replace(&mut restored, &crop.image, 42, 0);
+    // Blocks 3..=12 survive the crop; frame 50 = 0b110010 sets bits 1, 4 and 5.
+    let counter = read_counter(&restored);
+    assert_eq!(counter & 0b0001_1111_1111_1000, 50 & 0b0001_1111_1111_1000);
+}
+
+#[test]
+fn keyframes_only_decodes_key_frames() {
+    let frames = decode_all(
+        "counter.mp4",
+        DecodeOptions {
+            sample_rate: SampleRate::PerSecond(2.0),
+            keyframes_only: true,
+            ..DecodeOptions::default()
+        },
+    );
+    let counters: Vec<u32> = frames.iter().map(|f| read_counter(&f.image)).collect();
+    assert_eq!(counters, vec![0, 50, 100, 150, 200, 250]);
+}
+
+#[test]
+fn truncated_file_keeps_the_frames_before_and_says_where_it_stopped() {
+    let mut reader = FrameReader::open(&video("truncated.mp4"), at_rate(2.0)).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        frames.push(frame);
+    }
+    assert!(!frames.is_empty() && frames.len() < 16, "{}", frames.len());
+    for frame in &frames {
+        assert_eq!(
+            read_counter(&frame.image),
+            (frame.time.seconds() * 25.0).round() as u32
+        );
+    }
+    let warning = reader.report().stopped_early.clone().expect("a warning");
+    assert!(warning.contains("truncated"), "{warning}");
+}
+
+#[test]
+fn bad_inputs_are_named_errors() {
+    let dir = common::test_videos();
+    type Case = (&'static str, fn(&VideoError) -> bool, &'static str);
+    let cases: [Case; 5] = [
+        (
+            "missing.mp4",
+            |e| matches!(e, VideoError::NotFound { .. }),
+            "no such file",
+        ),
+        (
+            "notes.txt",
+            |e| matches!(e, VideoError::NotMedia { .. }),
+            "not a video",
+        ),
+        (
+            "empty.mp4",
+            |e| matches!(e, VideoError::Empty { .. }),
+            "empty",
+        ),
+        (
+            "audio-only.m4a",
+            |e| {
+                matches!(
+                    e,
+                    VideoError::NoVideoStream {
+                        has_audio: true,
+                        ..
+                    }
+                )
+            },
+            "only audio",
+        ),
+        (
+            "",
+            |e| matches!(e, VideoError::IsDirectory { .. }),
+            "directory",
+        ),
+    ];
+    for (name, is_expected, words) in cases {
+        let path = dir.join(name);
+        let error = video::probe(&path).unwrap_err();
+        assert!(is_expected(&error), "{name}: {error:?}");
+        let message = error.to_string();
+        assert!(message.contains(words), "{message}");
+        assert!(message.contains(&*path.to_string_lossy()), "{message}");
+        assert!(FrameReader::open(&path, DecodeOptions::default()).is_err());
+    }
+}
+
+#[test]
+fn thumbnails_show_each_keyframe() {
+    let keyframe = |time_s: f64| {
+        serde_json::json!({"index": 0, "time_s": time_s, "timecode": "", "change": 0.0,
+            "scene": {"start_s": 0.0, "end_s": 1.0}, "caption": null})
+    };
+    let analysis: keyscribe::analysis::Analysis = serde_json::from_value(serde_json::json!({
+        "schema": keyscribe::analysis::SCHEMA,
+        "video": {"path": "counter.mp4", "sha256": "", "duration_s": 12.0, "width": 320,
+                  "height": 240, "fps": 25.0},
+        "models": {"embedder": {"name": "e", "source": "s"}, "captioner": null},
+        "pipeline": {},
+        "keyframes": [keyframe(7.3), keyframe(0.5), keyframe(11.0)],
+        "summary": null,
+        "embeddings": null,
+        "timings": {"decode_s": 0.0, "embed_s": 0.0, "select_s": 0.0, "caption_s": 0.0,
+                    "total_s": 0.0}
+    }))
+    .unwrap();
+    let thumbnails =
+        keyscribe::pipeline::keyframe_thumbnails(&video("counter.mp4"), &analysis).unwrap();
+    let counters: Vec<u32> = thumbnails
+        .iter()
+        .map(|jpeg| {
+            let picture = image::load_from_memory(jpeg).unwrap().to_rgb8();
+            assert_eq!(picture.dimensions(), (320, 240));
+            read_counter(&picture)
+        })
+        .collect();
+    assert_eq!(counters, vec![182, 12, 275]);
+}
