@@ -254,6 +254,19 @@ pub struct Selection {
     pub timeline: Vec<ChangeSample>,
 }
 
+impl Selection {
+    /// The threshold, when it was the same at every frame (always so without
+    /// `adaptive_threshold`, and with it in footage calm enough that it stayed at the floor):
+    /// what a report can draw as one line.
+    pub fn uniform_threshold(&self) -> Option<f32> {
+        let first = self.timeline.first()?.threshold;
+        self.timeline
+            .iter()
+            .all(|sample| sample.threshold == first)
+            .then_some(first)
+    }
+}
+
 /// Selects keyframes from the frames of one video in one pass.
 ///
 /// Frames go in with [`push`](Self::push) in time order; scenes come out as soon as they can
@@ -1189,6 +1202,11 @@ mod tests {
         let selection = clip.select(SelectConfig::default());
         assert_scenes(&clip, &selection, &[cut_b, cut_c]);
         assert_eq!(selection.timeline.len(), clip.len());
+        // Calm footage: the adaptive threshold stayed at the floor throughout.
+        assert_eq!(
+            selection.uniform_threshold(),
+            Some(SelectConfig::default().change_threshold)
+        );
     }
 
     #[test]
@@ -1435,6 +1453,7 @@ mod tests {
         let expected = floor.max(config.adaptive_factor * recent[recent.len() / 2]);
         assert!((timeline[at].threshold - expected).abs() < 1e-6);
         assert!(expected > 1.5 * floor);
+        assert_eq!(selection.uniform_threshold(), None);
     }
 
     #[test]
