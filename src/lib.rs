@@ -10,6 +10,8 @@ pub mod cache;
 pub mod models;
 pub mod output;
 pub mod pipeline;
+pub mod search;
+pub mod select;
 pub mod summary;
 pub mod time;
 pub mod video;
