@@ -7,6 +7,8 @@
 pub mod analysis;
 pub mod atomic;
 pub mod cache;
+pub mod caption;
+pub mod embed;
 pub mod models;
 pub mod output;
 pub mod pipeline;

@@ -1,0 +1,17 @@
+//! The embed stage: an image embedder turns sampled frames into L2-normalised vectors, which
+//! feed keyframe selection and the search index.
+
+use image::RgbImage;
+
+use crate::models::ModelError;
+
+/// An image embedder as the embed stage uses it.
+pub trait FrameEmbedder: Send {
+    /// The model's name, for the analysis document.
+    fn name(&self) -> &str;
+    /// The size frames are delivered at; the decoder scales (centre crop) to it.
+    fn input_size(&self) -> (u32, u32);
+    /// Embeddings of frames already at [`FrameEmbedder::input_size`], one L2-normalised row
+    /// per frame, in order.
+    fn embed_frames(&mut self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
