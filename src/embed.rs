@@ -15,3 +15,17 @@ pub trait FrameEmbedder: Send {
     /// per frame, in order.
     fn embed_frames(&mut self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError>;
 }
+
+impl FrameEmbedder for crate::models::mobileclip::MobileClip {
+    fn name(&self) -> &str {
+        crate::models::mobileclip::MobileClip::name(self)
+    }
+
+    fn input_size(&self) -> (u32, u32) {
+        crate::models::mobileclip::MobileClip::input_size(self)
+    }
+
+    fn embed_frames(&mut self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        Ok(self.embed_images(frames)?.to_vec2::<f32>()?)
+    }
+}

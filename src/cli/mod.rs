@@ -4,9 +4,12 @@
 mod embed;
 mod export;
 mod frames;
+mod index;
 mod models;
 mod probe;
 mod report;
+mod run;
+mod search;
 
 use std::process::ExitCode;
 
@@ -36,6 +39,15 @@ enum Command {
     /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
     /// scene changes, summary and chapters, and a filter box.
     Report(report::ReportArgs),
+    /// Analyse a video: MobileCLIP2 keyframes where the picture changes, a FastVLM caption
+    /// for each, written as a timestamped analysis document.
+    Run(run::RunArgs),
+    /// Select keyframes only (no captions): the analysis document without descriptions.
+    Keyframes(run::RunArgs),
+    /// Find the scenes that match a text in a video, an analysis, or a library.
+    Search(search::SearchArgs),
+    /// Analyse every video in a folder into a searchable library (resumable).
+    Index(index::IndexArgs),
     /// Print MobileCLIP2 embeddings of images or texts (L2-normalised vectors).
     Embed(embed::EmbedArgs),
 }
@@ -51,6 +63,10 @@ pub fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Report(args) => report::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Run(args) => run::run(args, true),
+        Command::Keyframes(args) => run::run(args, false),
+        Command::Search(args) => search::run(args),
+        Command::Index(args) => index::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -96,3 +96,4 @@ fn expected_shape(expected: &Option<Vec<usize>>) -> String {
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or_default().to_string()
 }
+pub mod fastvlm;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::search::SearchConfig;
+use crate::select::SelectConfig;
 use crate::video::SampleRate;
 
 /// The built-in pipelines, by name.
@@ -32,6 +34,10 @@ pub struct PipelineConfig {
     pub embed: EmbedSettings,
     /// The captioner.
     pub caption: CaptionSettings,
+    /// Keyframe selection.
+    pub select: SelectConfig,
+    /// Scene search (query time only: not part of an analysis's cache key).
+    pub search: SearchConfig,
 }
 
 /// How frames are taken from the video.
@@ -234,12 +240,23 @@ impl PipelineConfig {
         if self.caption.prompt.trim().is_empty() {
             return Err(bad("caption.prompt", "must not be empty"));
         }
+        if let Err(error) = self.select.validate() {
+            return Err(bad(&format!("select.{}", error.field), &error.reason));
+        }
+        if let Err(error) = self.search.validate() {
+            return Err(bad(&format!("search.{}", error.field), &error.reason));
+        }
         Ok(())
     }
 
-    /// The settings as JSON, for the analysis document and the cache key.
+    /// The settings that shape an analysis, as JSON: recorded in the document and hashed
+    /// into the cache key. Search settings apply at query time and are left out.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("pipeline settings serialise")
+        let mut value = serde_json::to_value(self).expect("pipeline settings serialise");
+        if let Some(table) = value.as_object_mut() {
+            table.remove("search");
+        }
+        value
     }
 }
 
@@ -254,6 +271,7 @@ mod tests {
         }
         let demo = PipelineConfig::load("article-demo").unwrap();
         assert!(demo.caption.prompt.len() > 20);
+        assert_eq!(demo.select.max_keyframes, Some(8));
     }
 
     #[test]
@@ -276,6 +294,9 @@ mod tests {
             ("[embed]\nbatch_size = 0\n", "embed.batch_size"),
             ("[decode]\nsample_fps = -1\n", "sample_fps"),
             ("[decode]\nsample_fps = \"fast\"\n", "fast"),
+            ("[select]\nchange_threshold = 3.0\n", "select.change_threshold"),
+            ("[select]\nmax_keyframes = 0\n", "select.max_keyframes"),
+            ("[search]\ncaption_weight = -1.0\n", "search.caption_weight"),
         ] {
             let error = PipelineConfig::parse(text, Path::new("p.toml"), Path::new("."))
                 .unwrap_err()

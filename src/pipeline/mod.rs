@@ -3,8 +3,11 @@
 
 mod config;
 mod frames;
+mod job;
+mod library;
 mod progress;
 mod report;
+mod run;
 mod stages;
 
 use std::path::PathBuf;
@@ -14,10 +17,23 @@ use thiserror::Error;
 pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, PipelineConfig};
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use progress::Progress;
+pub use job::{
+    analyse_video, cache_key, cached_or_analysed, load_captioner, load_embedder, load_models,
+    locate_captioner, locate_embedder, sidecar_path, store_analysis, video_sha256, AnalysisRequest,
+    ModelDirs, Obtained,
+};
+pub use library::{
+    find_analyses, find_videos, index_folder, library_document, open_index, IndexReport, INDEX_FILE,
+    LIBRARY_DIR,
+};
+pub use run::{analyse, AnalysisJob, AnalysisOutput, Models, RunEvent};
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
 pub use stages::{Stages, StopSignal};
 
+use crate::analysis::AnalysisError;
+use crate::models::store::StoreError;
 use crate::models::ModelError;
+use crate::search::SearchError;
 use crate::video::VideoError;
 
 /// What can stop a pipeline run.
@@ -29,6 +45,15 @@ pub enum PipelineError {
     /// A model could not be loaded or run.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A model's weights could not be found or downloaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An analysis document or its sidecar could not be read or written.
+    #[error(transparent)]
+    Analysis(#[from] AnalysisError),
+    /// A search index could not be built, read or queried.
+    #[error(transparent)]
+    Search(#[from] SearchError),
     /// An output file or directory could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Output {

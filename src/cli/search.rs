@@ -1,0 +1,138 @@
+//! `keyscribe search TARGET "query"`: time ranges of videos that match a text, by MobileCLIP2
+//! text-to-frame similarity combined with the captions' words.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use keyscribe::analysis::Analysis;
+use keyscribe::cache::AnalysisCache;
+use keyscribe::pipeline::{
+    cache_key, cached_or_analysed, find_analyses, load_embedder, open_index, video_sha256,
+    AnalysisRequest, ModelDirs, PipelineConfig, StopSignal, LIBRARY_DIR,
+};
+use keyscribe::search::SearchIndex;
+
+/// Arguments of `keyscribe search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// A video (analysed first, or taken from the cache), an analysis document, or a folder
+    /// of analyses (a library made by `keyscribe index`).
+    target: PathBuf,
+    /// What to look for, in words.
+    query: String,
+    /// How many results.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// A pipeline file or built-in name: its embedder and `[search]` settings are used, and
+    /// a video is analysed with it.
+    #[arg(long, short, default_value = "default")]
+    pipeline: String,
+    /// A local MobileCLIP2 checkpoint directory (must be the model the analyses used).
+    #[arg(long, value_name = "DIR")]
+    embedder: Option<PathBuf>,
+    /// A local FastVLM checkpoint directory, for analysing a video not analysed yet.
+    #[arg(long, value_name = "DIR")]
+    captioner: Option<PathBuf>,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Finds the analyses, embeds the query and prints the best time ranges.
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let config = PipelineConfig::load(&args.pipeline)?;
+    let dirs = ModelDirs {
+        embedder: args.embedder.clone(),
+        captioner: args.captioner.clone(),
+    };
+    let documents = analyses_for(&args.target, &config, &dirs)?;
+    if documents.is_empty() {
+        bail!(
+            "{}: no analyses found (run `keyscribe index {}` first)",
+            args.target.display(),
+            args.target.display()
+        );
+    }
+    let (embedder, _) = load_embedder(&config, &dirs).context("loading the embedder")?;
+    for document in &documents {
+        let analysis = Analysis::load(document)?;
+        if analysis.models.embedder.name != embedder.name() {
+            bail!(
+                "{}: analysed with the embedder {}, but the query would be embedded with {}; \
+                 pass --embedder with the same model",
+                document.display(),
+                analysis.models.embedder.name,
+                embedder.name()
+            );
+        }
+    }
+    let index = library_index(&args.target, &documents)?;
+    let query = embedder
+        .embed_texts(&[args.query.as_str()])?
+        .to_vec2::<f32>()?
+        .remove(0);
+    let hits = index.search(&query, &args.query, args.top, &config.search)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        eprintln!("no matches");
+    }
+    for (rank, hit) in hits.iter().enumerate() {
+        println!(
+            "{:>2}. {}  {} - {}  score {:.3}  {}",
+            rank + 1,
+            hit.video,
+            hit.start.timecode(),
+            hit.end.timecode(),
+            hit.score,
+            hit.caption.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// The analysis documents a target stands for.
+fn analyses_for(
+    target: &Path,
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> anyhow::Result<Vec<PathBuf>> {
+    if target.is_dir() {
+        return Ok(find_analyses(target)?);
+    }
+    if target.to_string_lossy().ends_with(".json") {
+        Analysis::load(target)?;
+        return Ok(vec![target.to_path_buf()]);
+    }
+    // A video: an analysis with captions or without, from the cache, else a new one.
+    let cache = AnalysisCache::from_env();
+    let sha256 = video_sha256(target)?;
+    for captions in [true, false] {
+        if let Some(found) = cache.lookup(&cache_key(&sha256, config, captions)) {
+            return Ok(vec![found]);
+        }
+    }
+    let request = AnalysisRequest {
+        config,
+        signal: StopSignal::with_interrupt(),
+        quiet: false,
+    };
+    let obtained = cached_or_analysed(target, request, dirs, config.caption.enabled, &cache)?;
+    Ok(vec![obtained.path().to_path_buf()])
+}
+
+/// The index to search: the library's index file when it is current, else one built now.
+fn library_index(target: &Path, documents: &[PathBuf]) -> anyhow::Result<SearchIndex> {
+    let library = if target.join(LIBRARY_DIR).is_dir() {
+        Some(target.join(LIBRARY_DIR))
+    } else if target.is_dir() {
+        Some(target.to_path_buf())
+    } else {
+        None
+    };
+    Ok(open_index(library.as_deref(), documents)?)
+}

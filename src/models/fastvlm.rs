@@ -1,0 +1,13 @@
+//! TEMPORARY local shim (not committed): replaced by the real FastVLM.
+use std::path::Path;
+use crate::models::ModelError;
+pub struct FastVlmCaptioner;
+impl FastVlmCaptioner {
+    pub fn from_settings(dir: &Path, _s: &crate::pipeline::CaptionSettings) -> Result<Self, ModelError> {
+        Err(ModelError::BadFile { path: dir.to_path_buf(), problem: "shim".into() })
+    }
+}
+impl crate::caption::FrameCaptioner for FastVlmCaptioner {
+    fn name(&self) -> &str { "shim" }
+    fn caption(&mut self, _f: &image::RgbImage, _t: &mut dyn FnMut(&str)) -> Result<String, ModelError> { unreachable!() }
+}
