@@ -45,7 +45,11 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         quiet,
         &mut |position, total, video, skipped| {
             if !quiet {
-                let status = if skipped { "already analysed" } else { "analysing" };
+                let status = if skipped {
+                    "already analysed"
+                } else {
+                    "analysing"
+                };
                 eprintln!("[{}/{}] {}: {status}", position + 1, total, video.display());
             }
         },

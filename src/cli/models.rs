@@ -1,9 +1,13 @@
-//! `keyscribe models list|fetch`: the known models and where their weights are.
+//! `keyscribe models list|fetch|verify`: the known models, where their weights are, and
+//! whether the files hold what the architecture expects.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use keyscribe::models::store::{self, HubSettings};
+use keyscribe::pipeline::verify_model;
 
 /// Arguments of `keyscribe models`.
 #[derive(Debug, Args)]
@@ -26,6 +30,18 @@ enum ModelsAction {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Load every tensor of the named models (default: every downloaded model) and check it
+    /// is present with the shape the architecture expects, and that nothing is left over.
+    Verify {
+        /// Model names (see `keyscribe models list`).
+        names: Vec<String>,
+        /// Check this MobileCLIP2 checkpoint directory instead of the cache.
+        #[arg(long, value_name = "DIR")]
+        embedder: Option<PathBuf>,
+        /// Check this FastVLM checkpoint directory instead of the cache.
+        #[arg(long, value_name = "DIR")]
+        captioner: Option<PathBuf>,
+    },
 }
 
 /// Runs a `models` action.
@@ -42,7 +58,72 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ModelsAction::Verify {
+            names,
+            embedder,
+            captioner,
+        } => verify(&settings, &names, embedder, captioner),
     }
+}
+
+/// Verifies local directories and cached models; fails when any check fails or a named
+/// model is not on this machine.
+fn verify(
+    settings: &HubSettings,
+    names: &[String],
+    embedder: Option<PathBuf>,
+    captioner: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut targets: Vec<(String, store::ModelRole, PathBuf)> = Vec::new();
+    let local = [
+        (embedder, store::ModelRole::Embedder),
+        (captioner, store::ModelRole::Captioner),
+    ];
+    for (dir, role) in local {
+        if let Some(dir) = dir {
+            targets.push((dir.display().to_string(), role, dir));
+        }
+    }
+    let explicit = !names.is_empty();
+    let manifests: Vec<&store::Manifest> = if explicit {
+        names
+            .iter()
+            .map(|name| store::manifest(name))
+            .collect::<Result<_, _>>()?
+    } else if targets.is_empty() {
+        store::manifests().iter().collect()
+    } else {
+        Vec::new()
+    };
+    let mut missing = Vec::new();
+    for manifest in manifests {
+        match store::find_in_cache(manifest, settings) {
+            Some(located) => targets.push((manifest.name.clone(), manifest.role, located.dir)),
+            None if explicit => missing.push(manifest.name.clone()),
+            None => println!("{:<16} not downloaded", manifest.name),
+        }
+    }
+    let mut failures = 0;
+    for (label, role, dir) in targets {
+        match verify_model(role, &dir) {
+            Ok(description) => println!("{label:<16} ok: {description} ({})", dir.display()),
+            Err(error) => {
+                failures += 1;
+                println!("{label:<16} FAILED: {error}");
+            }
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "not downloaded: {} (run `keyscribe models fetch {}`)",
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} model(s) failed verification");
+    }
+    Ok(())
 }
 
 fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {

@@ -53,9 +53,14 @@ pub struct RunArgs {
 /// Analyses the video, captioning keyframes when `captions` is set and the pipeline enables
 /// it, and writes the requested outputs.
 pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(&args.pipeline)?;
+    let mut config = PipelineConfig::load(&args.pipeline)?;
     let captions = captions && config.caption.enabled;
-    let document = args.output.clone().unwrap_or_else(|| default_output(&args.video));
+    // The document records the settings in effect.
+    config.caption.enabled = captions;
+    let document = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.video));
     let dirs = ModelDirs {
         embedder: args.embedder.clone(),
         captioner: args.captioner.clone(),

@@ -113,9 +113,11 @@ fn analyses_for(
     let sha256 = video_sha256(target)?;
     for captions in [true, false] {
         if let Some(found) = cache.lookup(&cache_key(&sha256, config, captions)) {
+            eprintln!("using the cached analysis {}", found.display());
             return Ok(vec![found]);
         }
     }
+    eprintln!("analysing {} (not in the cache)", target.display());
     let request = AnalysisRequest {
         config,
         signal: StopSignal::with_interrupt(),

@@ -294,7 +294,10 @@ mod tests {
             ("[embed]\nbatch_size = 0\n", "embed.batch_size"),
             ("[decode]\nsample_fps = -1\n", "sample_fps"),
             ("[decode]\nsample_fps = \"fast\"\n", "fast"),
-            ("[select]\nchange_threshold = 3.0\n", "select.change_threshold"),
+            (
+                "[select]\nchange_threshold = 3.0\n",
+                "select.change_threshold",
+            ),
             ("[select]\nmax_keyframes = 0\n", "select.max_keyframes"),
             ("[search]\ncaption_weight = -1.0\n", "search.caption_weight"),
         ] {

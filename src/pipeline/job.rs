@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use super::{
     analyse, AnalysisJob, Models, PipelineConfig, PipelineError, Progress, RunEvent, StopSignal,
@@ -11,9 +11,9 @@ use super::{
 use crate::analysis::{Analysis, EmbeddingsRecord, FrameEmbeddings};
 use crate::cache::{file_sha256, AnalysisCache};
 use crate::caption::FrameCaptioner;
-use crate::models::fastvlm::FastVlmCaptioner;
+use crate::models::fastvlm::{FastVlm, FastVlmCaptioner};
 use crate::models::mobileclip::MobileClip;
-use crate::models::store::{self, HubSettings, LocatedModel};
+use crate::models::store::{self, HubSettings, LocatedModel, ModelRole};
 
 /// Model directories given on the command line; they win over the pipeline file.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +64,21 @@ pub fn load_captioner(
     let located = locate_captioner(config, dirs)?;
     let captioner = FastVlmCaptioner::from_settings(&located.dir, &config.caption)?;
     Ok((captioner, located.source))
+}
+
+/// Loads a checkpoint directory strictly (every tensor present with the shape the
+/// architecture expects, none left over) and describes it in a few words.
+pub fn verify_model(role: ModelRole, dir: &Path) -> Result<String, PipelineError> {
+    match role {
+        ModelRole::Embedder => {
+            let model = MobileClip::load(dir, &Device::Cpu)?;
+            Ok(format!("{}, {}-d embeddings", model.name(), model.dim()))
+        }
+        ModelRole::Captioner => {
+            let model = FastVlm::load(dir, DType::F32, &Device::Cpu)?;
+            Ok(model.name().to_string())
+        }
+    }
 }
 
 /// Where a document's embeddings sidecar goes: beside it, `NAME.embeddings.safetensors` for
@@ -196,8 +211,12 @@ pub fn analyse_video(
     };
     let printer = progress.clone();
     let quiet = request.quiet;
-    let output = analyse(video, job, request.signal, &progress, move |event| {
-        match event {
+    let output = analyse(
+        video,
+        job,
+        request.signal,
+        &progress,
+        move |event| match event {
             RunEvent::Warning(warning) => printer.println(format!("warning: {warning}")),
             RunEvent::Keyframe { .. } if quiet => {}
             RunEvent::Keyframe {
@@ -208,8 +227,8 @@ pub fn analyse_video(
             RunEvent::Keyframe { time, index, .. } => {
                 printer.println(format!("{}  keyframe {}", time.timecode(), index + 1))
             }
-        }
-    });
+        },
+    );
     progress.finish();
     let mut output = output?;
     store_analysis(&mut output.analysis, &output.frames, document)?;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    analyse_video, load_models, video_sha256, AnalysisRequest, ModelDirs, Models,
-    PipelineConfig, PipelineError, StopSignal,
+    analyse_video, load_models, video_sha256, AnalysisRequest, ModelDirs, Models, PipelineConfig,
+    PipelineError, StopSignal,
 };
 use crate::analysis::{Analysis, FrameEmbeddings};
 use crate::search::{IndexBuilder, SceneCaption, SearchError, SearchIndex, VideoInput};

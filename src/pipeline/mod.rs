@@ -16,18 +16,18 @@ use thiserror::Error;
 
 pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, PipelineConfig};
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
-pub use progress::Progress;
 pub use job::{
     analyse_video, cache_key, cached_or_analysed, load_captioner, load_embedder, load_models,
-    locate_captioner, locate_embedder, sidecar_path, store_analysis, video_sha256, AnalysisRequest,
-    ModelDirs, Obtained,
+    locate_captioner, locate_embedder, sidecar_path, store_analysis, verify_model, video_sha256,
+    AnalysisRequest, ModelDirs, Obtained,
 };
 pub use library::{
-    find_analyses, find_videos, index_folder, library_document, open_index, IndexReport, INDEX_FILE,
-    LIBRARY_DIR,
+    find_analyses, find_videos, index_folder, library_document, open_index, IndexReport,
+    INDEX_FILE, LIBRARY_DIR,
 };
-pub use run::{analyse, AnalysisJob, AnalysisOutput, Models, RunEvent};
+pub use progress::Progress;
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
+pub use run::{analyse, AnalysisJob, AnalysisOutput, Models, RunEvent};
 pub use stages::{Stages, StopSignal};
 
 use crate::analysis::AnalysisError;

@@ -192,7 +192,11 @@ pub fn analyse(
         let clock = Instant::now();
         let selection = selector.finish(duration);
         times.select += clock.elapsed();
-        frames.change = selection.timeline.iter().map(|sample| sample.change).collect();
+        frames.change = selection
+            .timeline
+            .iter()
+            .map(|sample| sample.change)
+            .collect();
         frames.threshold = selection.uniform_threshold();
         for scene in selection.scenes {
             signal.send(&scene_sender, scene)?;
@@ -212,7 +216,11 @@ pub fn analyse(
     stages.spawn("caption", move |signal| {
         let mut captioner = captioner.map(|(model, _)| model);
         let mut seeker = match captioner {
-            Some(_) => Some(FrameSeeker::open(&video_path, Size::Native, ResizeMode::Crop)?),
+            Some(_) => Some(FrameSeeker::open(
+                &video_path,
+                Size::Native,
+                ResizeMode::Crop,
+            )?),
             None => None,
         };
         let mut captioning = Duration::ZERO;
@@ -251,9 +259,7 @@ pub fn analyse(
     });
 
     stages.join()?;
-    let (frames, times) = frames_receiver
-        .recv()
-        .map_err(|_| PipelineError::Stopped)?;
+    let (frames, times) = frames_receiver.recv().map_err(|_| PipelineError::Stopped)?;
     let decode_time = times_receiver.recv().unwrap_or_default();
     let caption_time = caption_time_receiver.recv().unwrap_or_default();
     let keyframes: Vec<KeyframeRecord> = keyframe_receiver.try_iter().collect();
