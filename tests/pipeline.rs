@@ -498,3 +498,66 @@ fn models_verify_checks_every_tensor() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("keyscribe models fetch MobileCLIP2-S2"));
 }
+
+#[test]
+fn summarize_stores_a_summary_and_reuses_the_cached_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("clip.mp4");
+    std::fs::copy(sample(), &video).unwrap();
+    let summarize = || {
+        keyscribe(
+            dir.path(),
+            &[
+                "summarize",
+                "clip.mp4",
+                "--embedder",
+                path_arg(&embedder()),
+                "--captioner",
+                path_arg(&captioner()),
+                "--json",
+            ],
+        )
+    };
+    let first = summarize();
+    assert_ok(&first);
+    assert!(text(&first.stderr).contains("analysing clip.mp4"));
+    let analysis: Analysis = serde_json::from_slice(&first.stdout).unwrap();
+    let document = walk(&dir.path().join("cache"))
+        .into_iter()
+        .find(|path| path.ends_with("analysis.json"))
+        .expect("the analysis is cached");
+    let stored = Analysis::load(&document).unwrap();
+    assert_eq!(stored.summary, analysis.summary);
+    assert!(stored
+        .summary
+        .as_deref()
+        .is_some_and(|s| !s.trim().is_empty()));
+    assert!(!stored.chapters.is_empty());
+    let starts: Vec<f64> = stored.chapters.iter().map(|c| c.start_s).collect();
+    assert_eq!(starts[0], 0.0, "the first chapter opens the video");
+    assert!(
+        starts.windows(2).all(|pair| pair[0] < pair[1]),
+        "{starts:?}"
+    );
+    assert!(starts.iter().all(|&start| start < stored.video.duration_s));
+    assert!(stored.chapters.iter().all(|c| !c.title.trim().is_empty()));
+
+    let sidecar = walk(&dir.path().join("cache"))
+        .into_iter()
+        .find(|path| path.to_string_lossy().ends_with(".safetensors"))
+        .expect("the embeddings are cached");
+    let stamp = std::fs::metadata(&sidecar).unwrap().modified().unwrap();
+    let second = summarize();
+    assert_ok(&second);
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.contains("using the cached analysis") && !stderr.contains("analysing"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&sidecar).unwrap().modified().unwrap(),
+        stamp
+    );
+    let again: Analysis = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(again.summary, analysis.summary, "greedy summaries repeat");
+}

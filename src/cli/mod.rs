@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Results go to stdout, messages for
 //! people to stderr; errors are one line naming the input and the problem.
 
+mod describe;
 mod embed;
 mod export;
 mod frames;
@@ -10,6 +11,7 @@ mod probe;
 mod report;
 mod run;
 mod search;
+mod summarize;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,11 @@ enum Command {
     Search(search::SearchArgs),
     /// Analyse every video in a folder into a searchable library (resumable).
     Index(index::IndexArgs),
+    /// Write a summary paragraph and titled chapters of a video or an analysis with the
+    /// captioner's language model, stored in the analysis.
+    Summarize(summarize::SummarizeArgs),
+    /// Describe one image with FastVLM, streamed as it is generated.
+    Describe(describe::DescribeArgs),
     /// Print MobileCLIP2 embeddings of images or texts (L2-normalised vectors).
     Embed(embed::EmbedArgs),
 }
@@ -67,6 +74,8 @@ pub fn main() -> ExitCode {
         Command::Keyframes(args) => run::run(args, false),
         Command::Search(args) => search::run(args),
         Command::Index(args) => index::run(args),
+        Command::Summarize(args) => summarize::run(args),
+        Command::Describe(args) => describe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

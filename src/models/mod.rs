@@ -6,10 +6,13 @@
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod fastvit;
+pub mod fastvlm;
 mod html_entities;
 pub mod kernels;
 pub mod mobileclip;
 pub mod preprocess;
+pub mod qwen2;
+pub mod qwen2_tokenizer;
 pub mod store;
 pub mod weights;
 
@@ -96,4 +99,3 @@ fn expected_shape(expected: &Option<Vec<usize>>) -> String {
 fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or_default().to_string()
 }
-pub mod fastvlm;

@@ -11,9 +11,11 @@ use super::{
 use crate::analysis::{Analysis, EmbeddingsRecord, FrameEmbeddings};
 use crate::cache::{file_sha256, AnalysisCache};
 use crate::caption::FrameCaptioner;
-use crate::models::fastvlm::{FastVlm, FastVlmCaptioner};
+use crate::models::fastvlm::{parse_dtype, FastVlm, FastVlmCaptioner, GenerationSettings};
 use crate::models::mobileclip::MobileClip;
 use crate::models::store::{self, HubSettings, LocatedModel, ModelRole};
+use crate::models::ModelError;
+use crate::summary::Generate;
 
 /// Model directories given on the command line; they win over the pipeline file.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +68,28 @@ pub fn load_captioner(
     Ok((captioner, located.source))
 }
 
+/// Loads the captioner's language model as the summary writer: text-only chat turns,
+/// decoded greedily so a summary is reproducible.
+pub fn load_summarizer(
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> Result<Box<Generate<'static>>, PipelineError> {
+    let located = locate_captioner(config, dirs)?;
+    let dtype = parse_dtype(&config.caption.dtype).map_err(|problem| ModelError::Config {
+        path: PathBuf::from("caption.dtype"),
+        problem,
+    })?;
+    let model = FastVlm::load(&located.dir, dtype, &Device::Cpu)?;
+    Ok(Box::new(
+        move |system: &str, user: &str, max_tokens: usize| {
+            let settings = GenerationSettings::greedy(max_tokens);
+            Ok(model
+                .generate_text(Some(system), user, &settings, &mut |_| {})?
+                .text)
+        },
+    ))
+}
+
 /// Loads a checkpoint directory strictly (every tensor present with the shape the
 /// architecture expects, none left over) and describes it in a few words.
 pub fn verify_model(role: ModelRole, dir: &Path) -> Result<String, PipelineError> {
@@ -76,7 +100,7 @@ pub fn verify_model(role: ModelRole, dir: &Path) -> Result<String, PipelineError
         }
         ModelRole::Captioner => {
             let model = FastVlm::load(dir, DType::F32, &Device::Cpu)?;
-            Ok(model.name().to_string())
+            Ok(model.name())
         }
     }
 }

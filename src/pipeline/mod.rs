@@ -18,8 +18,8 @@ pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, Pi
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use job::{
     analyse_video, cache_key, cached_or_analysed, load_captioner, load_embedder, load_models,
-    locate_captioner, locate_embedder, sidecar_path, store_analysis, verify_model, video_sha256,
-    AnalysisRequest, ModelDirs, Obtained,
+    load_summarizer, locate_captioner, locate_embedder, sidecar_path, store_analysis, verify_model,
+    video_sha256, AnalysisRequest, ModelDirs, Obtained,
 };
 pub use library::{
     find_analyses, find_videos, index_folder, library_document, open_index, IndexReport,

@@ -1,0 +1,236 @@
+//! FastVLM speed on 2 threads, stage by stage, next to transformers on the same weights and
+//! inputs in the same run: preprocessing, the FastViTHD encoder, the projector, the prompt
+//! prefill, time to first token, decode tokens/s, and peak memory.
+//!
+//! The weights are the full-size random FastVLM-0.5B of the fixture script:
+//!
+//! ```text
+//! HF_HUB_OFFLINE=1 /opt/refpy/bin/python tests/fixtures/make_fastvlm.py --full-size target/fastvlm-0.5b-full
+//! KEYSCRIBE_FASTVLM_FIXTURE=target/fastvlm-0.5b-full KEYSCRIBE_REFERENCE_PYTHON=/opt/refpy/bin/python \
+//!     cargo bench --bench fastvlm
+//! KEYSCRIBE_FASTVLM_DTYPE=bf16 ... cargo bench --bench fastvlm
+//! ```
+//!
+//! Without `KEYSCRIBE_FASTVLM_FIXTURE` it times the tiny committed model (which only shows
+//! that the bench works). `KEYSCRIBE_FASTVLM_DTYPE` picks f32 (default) or bf16 for both
+//! implementations; `KEYSCRIBE_BENCH_RUNS` the repetitions (medians are reported).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use keyscribe::models::fastvlm::{parse_dtype, FastVlm};
+use keyscribe::models::qwen2_tokenizer::chat_prompt;
+
+/// Threads for both implementations.
+const THREADS: usize = 2;
+/// New tokens decoded per run (never stopped early).
+const NEW_TOKENS: usize = 64;
+
+/// The fixture directory: `hf/`, `apple/` and `expected.json`.
+fn fixture() -> (PathBuf, PathBuf, PathBuf) {
+    match std::env::var_os("KEYSCRIBE_FASTVLM_FIXTURE") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            (dir.join("hf"), dir.join("expected.json"), dir)
+        }
+        None => {
+            eprintln!("KEYSCRIBE_FASTVLM_FIXTURE is not set: timing the tiny test model");
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+            (
+                fixtures.join("fastvlm-tiny-hf"),
+                fixtures.join("fastvlm-tiny-expected.json"),
+                fixtures,
+            )
+        }
+    }
+}
+
+/// One run's timings, in seconds.
+#[derive(Default)]
+struct Timings {
+    preprocess: f64,
+    vision: f64,
+    projector: f64,
+    prefill: f64,
+    time_to_first_token: f64,
+    decode_tokens_per_s: f64,
+}
+
+fn run_once(model: &FastVlm, image: &image::RgbImage, prompt: &str) -> Timings {
+    let start = Instant::now();
+    let pixels = model.preprocess(image).unwrap();
+    let preprocessed = Instant::now();
+    let grid = model.vision_features(&pixels).unwrap();
+    let encoded = Instant::now();
+    let features = model.image_features(&pixels).unwrap();
+    let both = encoded.elapsed().as_secs_f64();
+    // `image_features` runs the encoder again: the projector's share is the difference.
+    let projector = (both - (encoded - preprocessed).as_secs_f64()).max(0.0);
+    drop(grid);
+    let embeds = model.prompt_embeddings(prompt, Some(&features)).unwrap();
+    let language = model.language();
+    let mut cache = language.new_cache();
+    let prefill_start = Instant::now();
+    let mut logits = language.forward_embeds(&embeds, &mut cache).unwrap();
+    let mut token = argmax(&logits);
+    let prefill = prefill_start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    for _ in 1..NEW_TOKENS {
+        let ids = Tensor::new(&[token], &Device::Cpu).unwrap();
+        let embedded = language.embed(&ids).unwrap().unsqueeze(0).unwrap();
+        logits = language.forward_embeds(&embedded, &mut cache).unwrap();
+        token = argmax(&logits);
+    }
+    let decode = decode_start.elapsed().as_secs_f64();
+    let vision = (encoded - preprocessed).as_secs_f64();
+    let preprocess = (preprocessed - start).as_secs_f64();
+    Timings {
+        preprocess,
+        vision,
+        projector,
+        prefill,
+        time_to_first_token: preprocess + vision + projector + prefill,
+        decode_tokens_per_s: (NEW_TOKENS - 1) as f64 / decode,
+    }
+}
+
+fn argmax(logits: &Tensor) -> u32 {
+    logits
+        .squeeze(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .argmax(0)
+        .unwrap()
+        .to_scalar::<u32>()
+        .unwrap()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// This process's peak resident set size in MiB (`VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// transformers' figures from `benches/reference/fastvlm.py`, when a Python is given.
+fn reference(dir: &Path, dtype: &str) -> Option<serde_json::Value> {
+    let python = std::env::var_os("KEYSCRIBE_REFERENCE_PYTHON")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/fastvlm.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(dir)
+        .args(["--threads", &THREADS.to_string()])
+        .args(["--dtype", dtype])
+        .args(["--new-tokens", &NEW_TOKENS.to_string()])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "the reference failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+fn main() {
+    std::env::set_var("RAYON_NUM_THREADS", THREADS.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build_global()
+        .expect("the thread pool starts first");
+    let dtype_name = std::env::var("KEYSCRIBE_FASTVLM_DTYPE").unwrap_or_else(|_| "f32".into());
+    let dtype = parse_dtype(&dtype_name).expect("KEYSCRIBE_FASTVLM_DTYPE");
+    let runs: usize = std::env::var("KEYSCRIBE_BENCH_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(3);
+    let (model_dir, expected, base) = fixture();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&expected).expect("expected.json")).unwrap();
+    let case = &expected["cases"][0];
+    let image_path = {
+        let beside = base.join(case["image"].as_str().unwrap());
+        if beside.exists() {
+            beside
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(case["image"].as_str().unwrap())
+        }
+    };
+    let image = image::open(&image_path).unwrap().to_rgb8();
+    let prompt = chat_prompt(
+        None,
+        &format!("<image>\n{}", case["prompt"].as_str().unwrap()),
+    );
+    let load_start = Instant::now();
+    let model = FastVlm::load(&model_dir, dtype, &Device::Cpu).unwrap();
+    let load = load_start.elapsed().as_secs_f64();
+    eprintln!("loaded {} ({dtype_name}) in {load:.1} s", model.name());
+    run_once(&model, &image, &prompt); // warm-up
+    let timings: Vec<Timings> = (0..runs)
+        .map(|_| run_once(&model, &image, &prompt))
+        .collect();
+    let pick = |f: fn(&Timings) -> f64| median(timings.iter().map(f).collect());
+    let ours = [
+        (
+            "preprocess (pad, resize, normalise) ms",
+            pick(|t| t.preprocess) * 1e3,
+            "preprocess_ms",
+        ),
+        ("vision encoder ms", pick(|t| t.vision) * 1e3, "vision_ms"),
+        ("projector ms", pick(|t| t.projector) * 1e3, "projector_ms"),
+        ("LM prefill ms", pick(|t| t.prefill) * 1e3, "prefill_ms"),
+        (
+            "time to first token ms",
+            pick(|t| t.time_to_first_token) * 1e3,
+            "ttft_ms",
+        ),
+        (
+            "decode tokens/s",
+            pick(|t| t.decode_tokens_per_s),
+            "decode_tokens_per_s",
+        ),
+    ];
+    let theirs = reference(&model_dir, &dtype_name);
+    println!(
+        "\nFastVLM {dtype_name}, {runs} runs, medians, {THREADS} threads, {NEW_TOKENS} new tokens"
+    );
+    println!("| stage | keyscribe | transformers | keyscribe speed-up |");
+    println!("| --- | --- | --- | --- |");
+    for (label, value, key) in ours {
+        let reference = theirs.as_ref().and_then(|t| t[key].as_f64());
+        let (column, ratio) = match reference {
+            Some(r) if key == "decode_tokens_per_s" => {
+                (format!("{r:.1}"), format!("{:.2}x", value / r))
+            }
+            Some(r) => (format!("{r:.0}"), format!("{:.2}x", r / value)),
+            None => ("-".into(), "-".into()),
+        };
+        let value = if key == "decode_tokens_per_s" {
+            format!("{value:.1}")
+        } else {
+            format!("{value:.0}")
+        };
+        println!("| {label} | {value} | {column} | {ratio} |");
+    }
+    let rss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
+    println!(
+        "\npeak RSS: keyscribe bench process {}, transformers reference process {}",
+        rss(peak_rss_mib()),
+        rss(theirs.as_ref().and_then(|t| t["peak_rss_mib"].as_f64()))
+    );
+}

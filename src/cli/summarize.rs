@@ -1,0 +1,88 @@
+//! `keyscribe summarize VIDEO|ANALYSIS`: a paragraph and titled chapters written by the
+//! captioner's language model from the timestamped captions, stored in the document.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use keyscribe::analysis::Analysis;
+use keyscribe::cache::AnalysisCache;
+use keyscribe::pipeline::{
+    cached_or_analysed, load_summarizer, AnalysisRequest, ModelDirs, Obtained, PipelineConfig,
+    StopSignal,
+};
+use keyscribe::summary::{summarize, SummarySettings};
+
+/// Arguments of `keyscribe summarize`.
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    /// A video (analysed first, or taken from the cache of earlier runs) or an analysis
+    /// document; the summary is stored in the document.
+    target: PathBuf,
+    /// A pipeline file, or the name of a built-in one.
+    #[arg(long, short, default_value = "default")]
+    pipeline: String,
+    /// A local MobileCLIP2 checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    embedder: Option<PathBuf>,
+    /// A local FastVLM checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    captioner: Option<PathBuf>,
+    /// Print the updated analysis document on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Summarises and prints the paragraph and chapters.
+pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
+    let mut config = PipelineConfig::load(&args.pipeline)?;
+    config.caption.enabled = true;
+    let dirs = ModelDirs {
+        embedder: args.embedder.clone(),
+        captioner: args.captioner.clone(),
+    };
+    let document = if args.target.to_string_lossy().ends_with(".json") {
+        args.target.clone()
+    } else {
+        let request = AnalysisRequest {
+            config: &config,
+            signal: StopSignal::with_interrupt(),
+            quiet: args.quiet || args.json,
+        };
+        if !args.quiet {
+            eprintln!("looking for an analysis of {}", args.target.display());
+        }
+        let obtained = cached_or_analysed(
+            &args.target,
+            request,
+            &dirs,
+            true,
+            &AnalysisCache::from_env(),
+        )?;
+        if let Obtained::Cached(path) = &obtained {
+            eprintln!("using the cached analysis {}", path.display());
+        }
+        obtained.path().to_path_buf()
+    };
+    let mut analysis = Analysis::load(&document)?;
+    let mut generate = load_summarizer(&config, &dirs).context("loading the captioner")?;
+    let summary = summarize(&analysis, &SummarySettings::default(), &mut *generate)
+        .with_context(|| format!("summarising {}", document.display()))?;
+    analysis.summary = Some(summary.paragraph);
+    analysis.chapters = summary.chapters;
+    analysis.save(&document)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+        return Ok(());
+    }
+    println!("{}", analysis.summary.as_deref().unwrap_or_default());
+    println!();
+    for chapter in &analysis.chapters {
+        println!("{}  {}", chapter.timecode, chapter.title);
+    }
+    Ok(())
+}
