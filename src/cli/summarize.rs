@@ -9,8 +9,8 @@ use clap::Args;
 use keyscribe::analysis::Analysis;
 use keyscribe::cache::AnalysisCache;
 use keyscribe::pipeline::{
-    cached_or_analysed, load_summarizer, AnalysisRequest, ModelDirs, Obtained, PipelineConfig,
-    StopSignal,
+    cache_key, cached_or_analysed, load_summarizer, video_sha256, AnalysisRequest, ModelDirs,
+    PipelineConfig, StopSignal,
 };
 use keyscribe::summary::{summarize, SummarySettings};
 
@@ -53,19 +53,13 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
             signal: StopSignal::with_interrupt(),
             quiet: args.quiet || args.json,
         };
-        if !args.quiet {
-            eprintln!("looking for an analysis of {}", args.target.display());
+        let cache = AnalysisCache::from_env();
+        let sha256 = video_sha256(&args.target)?;
+        match cache.lookup(&cache_key(&sha256, &config, true)) {
+            Some(found) => eprintln!("using the cached analysis {}", found.display()),
+            None => eprintln!("analysing {} (not in the cache)", args.target.display()),
         }
-        let obtained = cached_or_analysed(
-            &args.target,
-            request,
-            &dirs,
-            true,
-            &AnalysisCache::from_env(),
-        )?;
-        if let Obtained::Cached(path) = &obtained {
-            eprintln!("using the cached analysis {}", path.display());
-        }
+        let obtained = cached_or_analysed(&args.target, request, &dirs, true, &cache)?;
         obtained.path().to_path_buf()
     };
     let mut analysis = Analysis::load(&document)?;
