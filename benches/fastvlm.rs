@@ -48,6 +48,10 @@ fn fixture() -> (PathBuf, PathBuf, PathBuf) {
     }
 }
 
+/// A table row: label, keyscribe's figure, the reference's key and the factor to the row's
+/// unit, and whether higher is better.
+type Row = (&'static str, f64, Option<(&'static str, f64)>, bool);
+
 /// One run's timings, in seconds.
 #[derive(Default)]
 struct Timings {
@@ -114,10 +118,10 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// This process's peak resident set size in MiB (`VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
+/// A memory figure of this process in MiB: `VmHWM:` (peak resident set) or `VmRSS:`.
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -176,6 +180,9 @@ fn main() {
         None,
         &format!("<image>\n{}", case["prompt"].as_str().unwrap()),
     );
+    // The reference runs first: a child process inherits its parent's peak RSS on Linux,
+    // which would inflate its figure if this process had loaded the model already.
+    let theirs = reference(&model_dir, &dtype_name);
     let load_start = Instant::now();
     let model = FastVlm::load(&model_dir, dtype, &Device::Cpu).unwrap();
     let load = load_start.elapsed().as_secs_f64();
@@ -188,8 +195,7 @@ fn main() {
     let vision_and_projector = pick(|t| t.vision + t.projector);
     let to_first_token = pick(|t| t.time_to_first_token - t.preprocess);
     let decode = pick(|t| t.decode_tokens_per_s);
-    // (label, keyscribe, the reference's key and its unit scale, whether higher is better)
-    let rows: [(&str, f64, Option<(&str, f64)>, bool); 8] = [
+    let rows: [Row; 8] = [
         (
             "preprocess: pad, resize, normalise (ms)",
             pick(|t| t.preprocess) * 1e3,
@@ -229,7 +235,6 @@ fn main() {
             false,
         ),
     ];
-    let theirs = reference(&model_dir, &dtype_name);
     println!(
         "\nFastVLM {dtype_name}, {runs} runs, medians, {THREADS} threads, {NEW_TOKENS} new tokens"
     );
@@ -251,8 +256,9 @@ fn main() {
     }
     let rss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
     println!(
-        "\npeak RSS: keyscribe bench process {}, transformers reference process {}",
-        rss(peak_rss_mib()),
+        "\npeak RSS: keyscribe bench process {} (after the runs {}), transformers reference process {}",
+        rss(status_mib("VmHWM:")),
+        rss(status_mib("VmRSS:")),
         rss(theirs.as_ref().and_then(|t| t["peak_rss_mib"].as_f64()))
     );
 }

@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 
+use keyscribe::models::captioner_device;
 use keyscribe::models::fastvlm::{parse_dtype, FastVlm, GenerationSettings};
 use keyscribe::pipeline::{locate_captioner, ModelDirs, PipelineConfig};
 
@@ -72,7 +72,7 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     let dtype_name = args.dtype.unwrap_or(defaults.dtype);
     let dtype =
         parse_dtype(&dtype_name).map_err(|problem| anyhow::anyhow!("--dtype: {problem}"))?;
-    let model = FastVlm::load(&located.dir, dtype, &Device::Cpu)
+    let model = FastVlm::load(&located.dir, dtype, &captioner_device())
         .with_context(|| format!("loading the captioner from {}", located.dir.display()))?;
     let settings = GenerationSettings {
         max_new_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),

@@ -783,7 +783,7 @@ impl FastVlmCaptioner {
             path: PathBuf::from("caption.dtype"),
             problem,
         })?;
-        let model = FastVlm::load(dir, dtype, &Device::Cpu)?;
+        let model = FastVlm::load(dir, dtype, &super::captioner_device())?;
         Ok(Self {
             name: model.name(),
             model,

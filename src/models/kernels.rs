@@ -115,13 +115,16 @@ fn simd() -> Simd {
 macro_rules! dispatch {
     ($(#[$meta:meta])* fn $name:ident => $generic:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
         $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) {
                     $generic::<Fused>($($arg),*)
                 }
+                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     $generic::<Fused>($($arg),*)
@@ -531,6 +534,7 @@ pub fn depthwise_conv2d(
 /// One output row of a dense convolution: `out[x, o] = bias[o] + Σ w[ky, kx, i, o] *
 /// in[.., .., i]`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dense_row<M: MulAdd>(
     input: &[f32],
     weight: &[f32],
@@ -580,6 +584,7 @@ fn dense_row<M: MulAdd>(
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn dense_rows<M: MulAdd>(
     input: &[f32],
     weight: &[f32],
@@ -1100,7 +1105,6 @@ fn bf16_rows_generic<M: MulAdd>(
 
 dispatch! {
     /// [`bf16_rows_generic`] with the processor's widest vector instructions.
-    #[allow(clippy::too_many_arguments)]
     fn bf16_rows => bf16_rows_generic(
         weight: &[half::bf16],
         inputs: usize,

@@ -41,7 +41,7 @@ const TEXT_BATCH: usize = 16;
 /// OpenAI CLIP's channel means, open_clip's default.
 const OPENAI_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's channel standard deviations, open_clip's default.
-const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+const OPENAI_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// What `open_clip_config.json` says about the model.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,14 @@ pub mod weights;
 
 use std::path::PathBuf;
 
+use candle_core::Device;
 use thiserror::Error;
+
+/// The device the captioner runs on: the first CUDA GPU when keyscribe is built with the
+/// `cuda` feature and one is present, else the CPU.
+pub fn captioner_device() -> Device {
+    Device::cuda_if_available(0).unwrap_or(Device::Cpu)
+}
 
 /// What can go wrong while loading or running a model.
 #[derive(Debug, Error)]

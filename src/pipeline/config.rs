@@ -244,7 +244,7 @@ impl PipelineConfig {
             return Err(bad(&format!("select.{}", error.field), &error.reason));
         }
         if let Err(error) = self.search.validate() {
-            return Err(bad(&format!("search.{}", error.field), &error.reason));
+            return Err(bad(&format!("search.{}", error.field), error.reason));
         }
         Ok(())
     }

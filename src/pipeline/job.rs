@@ -79,7 +79,7 @@ pub fn load_summarizer(
         path: PathBuf::from("caption.dtype"),
         problem,
     })?;
-    let model = FastVlm::load(&located.dir, dtype, &Device::Cpu)?;
+    let model = FastVlm::load(&located.dir, dtype, &crate::models::captioner_device())?;
     Ok(Box::new(
         move |system: &str, user: &str, max_tokens: usize| {
             let settings = GenerationSettings::greedy(max_tokens);

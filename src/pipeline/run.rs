@@ -164,7 +164,8 @@ pub fn analyse(
                 Some(frame) => batch.push(frame),
                 None => finished = true,
             }
-            if batch.len() < batch_size && !(finished && !batch.is_empty()) {
+            let batch_ready = batch.len() >= batch_size || (finished && !batch.is_empty());
+            if !batch_ready {
                 continue;
             }
             let pictures: Vec<_> = batch.iter().map(|frame| frame.image.clone()).collect();
