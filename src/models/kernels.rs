@@ -1083,6 +1083,7 @@ fn dot_bf16_generic<M: MulAdd>(weight: &[half::bf16], x: &[f32]) -> f32 {
 /// Rows `first..first + out.len()` of `weight` ([features, inputs], bf16) times each of
 /// `rows` input rows: `out[r * stride + o]`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn bf16_rows_generic<M: MulAdd>(
     weight: &[half::bf16],
     inputs: usize,
