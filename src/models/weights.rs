@@ -4,12 +4,17 @@
 //! A model that loads with a tensor missing or unused can still run and produce plausible
 //! numbers, so loading goes through [`Checkpoint`], which records what the model read and
 //! reports the difference once construction is done.
+//!
+//! Tensors are read with positioned reads, one at a time, rather than through a memory map:
+//! the file's pages then stay in the page cache instead of counting towards the process's
+//! memory next to the loaded copy, which halves the peak memory of loading a model.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -19,46 +24,63 @@ use super::ModelError;
 /// Maps a tensor name as the model code spells it to the name stored in the file.
 pub type Renamer = Box<dyn Fn(&str) -> String + Send + Sync>;
 
+/// Where one tensor's bytes are, as a safetensors header describes them.
+#[derive(Debug, Clone)]
+struct StoredTensor {
+    /// Index of the file in [`Checkpoint::files`].
+    file: usize,
+    /// The stored dtype, as the header spells it (`F32`, `BF16`, ...).
+    dtype: String,
+    shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    start: u64,
+    end: u64,
+}
+
 /// One or more safetensors files opened together (sharded checkpoints are several files),
 /// with a record of the tensors the model has read.
 pub struct Checkpoint {
     files: Vec<PathBuf>,
-    tensors: MmapedSafetensors,
+    handles: Vec<File>,
+    tensors: BTreeMap<String, StoredTensor>,
     names: BTreeSet<String>,
     used: Mutex<BTreeSet<String>>,
 }
 
 impl Checkpoint {
-    /// Memory-maps the given safetensors files and reads their headers.
+    /// Opens the given safetensors files and reads their headers.
     ///
     /// A missing, unreadable, truncated or malformed file is an error naming the file.
     pub fn open(files: &[PathBuf]) -> Result<Arc<Self>, ModelError> {
-        for file in files {
-            let metadata = std::fs::metadata(file).map_err(|source| ModelError::Io {
-                path: file.clone(),
+        let mut handles = Vec::with_capacity(files.len());
+        let mut tensors = BTreeMap::new();
+        for (index, path) in files.iter().enumerate() {
+            let io_error = |source| ModelError::Io {
+                path: path.clone(),
                 source,
-            })?;
+            };
+            let metadata = std::fs::metadata(path).map_err(io_error)?;
             if !metadata.is_file() {
                 return Err(ModelError::BadFile {
-                    path: file.clone(),
+                    path: path.clone(),
                     problem: "is not a regular file".into(),
                 });
             }
+            let file = File::open(path).map_err(io_error)?;
+            for (name, stored) in read_header(&file, index, metadata.len()).map_err(|problem| {
+                ModelError::BadFile {
+                    path: path.clone(),
+                    problem: format!("not a readable safetensors file ({problem})"),
+                }
+            })? {
+                tensors.insert(name, stored);
+            }
+            handles.push(file);
         }
-        // SAFETY: the files are mapped read-only; keyscribe never writes to a checkpoint while
-        // it is loaded, which is the condition memmap2 asks of its callers.
-        let tensors =
-            unsafe { MmapedSafetensors::multi(files) }.map_err(|error| ModelError::BadFile {
-                path: files.first().cloned().unwrap_or_default(),
-                problem: format!("not a readable safetensors file ({})", root_message(&error)),
-            })?;
-        let names = tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
+        let names = tensors.keys().cloned().collect();
         Ok(Arc::new(Self {
             files: files.to_vec(),
+            handles,
             tensors,
             names,
             used: Mutex::new(BTreeSet::new()),
@@ -107,10 +129,7 @@ impl Checkpoint {
 
     /// The stored shape of a tensor, if present.
     pub fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors
-            .get(name)
-            .ok()
-            .map(|view| view.shape().to_vec())
+        self.tensors.get(name).map(|stored| stored.shape.clone())
     }
 
     /// Loads one tensor by its file name, converted to `dtype`, and marks it used.
@@ -122,14 +141,34 @@ impl Checkpoint {
                 expected: None,
             });
         }
-        let tensor = self
-            .tensors
-            .load(name, device)
+        let stored = &self.tensors[name];
+        let path = &self.files[stored.file];
+        let bad = |problem: String| ModelError::BadFile {
+            path: path.clone(),
+            problem: format!("tensor `{name}` cannot be read ({problem})"),
+        };
+        let stored_dtype = parse_dtype(&stored.dtype)
+            .ok_or_else(|| bad(format!("dtype {} is not supported", stored.dtype)))?;
+        let file = &self.handles[stored.file];
+        let read = match stored_dtype {
+            // The common dtypes are read straight into the tensor's buffer.
+            DType::F32 => read_values::<f32>(file, stored, &stored.shape),
+            DType::BF16 => read_values::<half::bf16>(file, stored, &stored.shape),
+            DType::F16 => read_values::<half::f16>(file, stored, &stored.shape),
+            other => {
+                let mut bytes = vec![0u8; (stored.end - stored.start) as usize];
+                file.read_exact_at(&mut bytes, stored.start)
+                    .map(|()| Tensor::from_raw_buffer(&bytes, other, &stored.shape, &Device::Cpu))
+            }
+        };
+        let tensor = read
+            .map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })?
             .and_then(|tensor| tensor.to_dtype(dtype))
-            .map_err(|error| ModelError::BadFile {
-                path: self.path().to_path_buf(),
-                problem: format!("tensor `{name}` cannot be read ({})", root_message(&error)),
-            })?;
+            .and_then(|tensor| tensor.to_device(device))
+            .map_err(|error| bad(root_message(&error)))?;
         self.mark_used(name);
         Ok(tensor)
     }
@@ -180,6 +219,109 @@ impl Checkpoint {
             })
         }
     }
+}
+
+/// The tensors a safetensors header lists: an 8-byte little-endian header length, then a
+/// JSON object of `name -> {dtype, shape, data_offsets}` (offsets after the header).
+fn read_header(
+    file: &File,
+    index: usize,
+    file_len: u64,
+) -> Result<Vec<(String, StoredTensor)>, String> {
+    let mut length = [0u8; 8];
+    file.read_exact_at(&mut length, 0)
+        .map_err(|_| "shorter than a header".to_string())?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > file_len.saturating_sub(8) || header_len > 100_000_000 {
+        return Err(format!("header length {header_len} does not fit the file"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|error| error.to_string())?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|error| format!("bad header: {error}"))?;
+    let data_start = 8 + header_len;
+    let mut tensors = Vec::with_capacity(header.len());
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |key: &str| {
+            entry
+                .get(key)
+                .ok_or_else(|| format!("tensor `{name}` has no `{key}`"))
+        };
+        let dtype = field("dtype")?
+            .as_str()
+            .ok_or_else(|| format!("tensor `{name}` has a bad dtype"))?
+            .to_string();
+        let numbers = |key: &str| -> Result<Vec<u64>, String> {
+            field(key)?
+                .as_array()
+                .and_then(|items| items.iter().map(serde_json::Value::as_u64).collect())
+                .ok_or_else(|| format!("tensor `{name}` has a bad `{key}`"))
+        };
+        let shape: Vec<usize> = numbers("shape")?.into_iter().map(|d| d as usize).collect();
+        let offsets = numbers("data_offsets")?;
+        let [start, end] = offsets[..] else {
+            return Err(format!("tensor `{name}` has a bad `data_offsets`"));
+        };
+        let elements: usize = shape.iter().product();
+        let expected = parse_dtype(&dtype).map(|dtype| (elements * dtype.size_in_bytes()) as u64);
+        if end < start
+            || data_start + end > file_len
+            || expected.is_some_and(|bytes| bytes != end - start)
+        {
+            return Err(format!(
+                "tensor `{name}`'s data ({start}..{end}) does not fit the file (truncated?)"
+            ));
+        }
+        tensors.push((
+            name,
+            StoredTensor {
+                file: index,
+                dtype,
+                shape,
+                start: data_start + start,
+                end: data_start + end,
+            },
+        ));
+    }
+    Ok(tensors)
+}
+
+// safetensors stores little-endian values, read as they are.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "keyscribe reads little-endian weights"
+);
+
+/// A stored tensor read into a buffer of its element type.
+fn read_values<T: bytemuck::Pod + candle_core::WithDType>(
+    file: &File,
+    stored: &StoredTensor,
+    shape: &[usize],
+) -> std::io::Result<candle_core::Result<Tensor>> {
+    let count = (stored.end - stored.start) as usize / std::mem::size_of::<T>();
+    let mut values = vec![T::zeroed(); count];
+    file.read_exact_at(bytemuck::cast_slice_mut(&mut values), stored.start)?;
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu))
+}
+
+/// The candle dtype of a safetensors dtype name.
+fn parse_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "U8" => DType::U8,
+        "U32" => DType::U32,
+        "I16" => DType::I16,
+        "I32" => DType::I32,
+        "I64" => DType::I64,
+        _ => return None,
+    })
 }
 
 /// The innermost message of a candle error, without backtraces and wrapping.
@@ -366,5 +508,30 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         let error = Checkpoint::open(&[path]).err().unwrap().to_string();
         assert!(error.contains("model.safetensors"), "{error}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_safetensors_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, b"{\"not\": \"safetensors\"} and more text").unwrap();
+        let error = Checkpoint::open(&[path]).err().unwrap().to_string();
+        assert!(
+            error.contains("model.safetensors") && error.contains("not a readable safetensors"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn tensors_load_in_the_requested_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = Checkpoint::open(&[write_checkpoint(dir.path())]).unwrap();
+        let weight = checkpoint
+            .load("a.weight", DType::BF16, &Device::Cpu)
+            .unwrap();
+        assert_eq!(weight.dtype(), DType::BF16);
+        assert_eq!(weight.dims(), &[2, 3]);
+        let sum = weight.to_dtype(DType::F32).unwrap().sum_all().unwrap();
+        assert_eq!(sum.to_scalar::<f32>().unwrap(), 6.0);
     }
 }
