@@ -28,6 +28,7 @@ use keyscribe::time::MediaTime;
 const TOLERANCE_S: f64 = 0.5;
 
 fn main() {
+    keyscribe::allocator::reuse_freed_memory();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let embedder_dir = std::env::var_os("KEYSCRIBE_EMBEDDER")
         .map(PathBuf::from)

@@ -150,6 +150,7 @@ fn reference(dir: &Path, dtype: &str) -> Option<serde_json::Value> {
 }
 
 fn main() {
+    keyscribe::allocator::reuse_freed_memory();
     std::env::set_var("RAYON_NUM_THREADS", THREADS.to_string());
     rayon::ThreadPoolBuilder::new()
         .num_threads(THREADS)

@@ -182,6 +182,7 @@ fn summary(dir: &Path) {
 criterion_group!(benches, mobileclip);
 
 fn main() {
+    keyscribe::allocator::reuse_freed_memory();
     // Both implementations get the same number of threads.
     std::env::set_var("RAYON_NUM_THREADS", THREADS.to_string());
     rayon::ThreadPoolBuilder::new()

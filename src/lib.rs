@@ -4,6 +4,7 @@
 //! are selected where the embedding changes, each keyframe is described by FastVLM, and the
 //! result is written as a timestamped analysis document. See `DESIGN.md` for the stages.
 
+pub mod allocator;
 pub mod analysis;
 pub mod atomic;
 pub mod cache;

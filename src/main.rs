@@ -5,5 +5,6 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    keyscribe::allocator::reuse_freed_memory();
     cli::main()
 }

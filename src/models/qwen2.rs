@@ -260,6 +260,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rotary: &Rotary,
+        mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
         start: usize,
     ) -> candle_core::Result<Tensor> {
@@ -284,16 +285,13 @@ impl Attention {
         };
         *cache = Some((k.clone(), v.clone()));
         let groups = self.heads / self.kv_heads;
-        let total = k.dim(2)?;
         // Queries of one group share a key/value head: fold the group into the query rows.
         let q = q.reshape((batch, self.kv_heads, groups * seq, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = if seq > 1 {
-            let mask = causal_mask(seq, total, groups, x.device())?;
-            scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?
-        } else {
-            scores
+        let scores = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let attended = weights
@@ -348,9 +346,8 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let gate_up = self.gate_up.forward(x)?;
-        let gate = gate_up.narrow(D::Minus1, 0, self.intermediate)?;
-        let up = gate_up.narrow(D::Minus1, self.intermediate, self.intermediate)?;
-        self.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
+        self.down
+            .forward(&kernels::swiglu(&gate_up, self.intermediate)?)
     }
 }
 
@@ -378,12 +375,13 @@ impl DecoderLayer {
         &self,
         x: &Tensor,
         rotary: &Rotary,
+        mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
         start: usize,
     ) -> candle_core::Result<Tensor> {
         let attended =
             self.attention
-                .forward(&self.input_norm.forward(x)?, rotary, cache, start)?;
+                .forward(&self.input_norm.forward(x)?, rotary, mask, cache, start)?;
         let x = (x + attended)?;
         let mlp = self.mlp.forward(&self.post_attention_norm.forward(&x)?)?;
         x + mlp
@@ -495,9 +493,16 @@ impl Qwen2 {
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
         }
+        // One causal mask serves every layer; a single new position sees everything.
+        let mask = if seq > 1 {
+            let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
+            Some(causal_mask(seq, start + seq, groups, embeds.device())?.to_dtype(embeds.dtype())?)
+        } else {
+            None
+        };
         let mut x = embeds.clone();
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, &self.rotary, layer_cache, start)?;
+            x = layer.forward(&x, &self.rotary, mask.as_ref(), layer_cache, start)?;
         }
         cache.len = start + seq;
         let last = x.narrow(1, seq - 1, 1)?;
