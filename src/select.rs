@@ -338,7 +338,7 @@ impl Reservoir {
     /// Keeps every `stride`-th offered frame; when full, drops every other kept frame and
     /// doubles the stride, so the kept frames stay spread over the whole scene.
     fn offer(&mut self, frame: &Frame) {
-        if self.offered % self.stride == 0 {
+        if self.offered.is_multiple_of(self.stride) {
             self.insert(frame.clone());
         }
         self.offered += 1;

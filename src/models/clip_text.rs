@@ -170,7 +170,7 @@ pub struct TextTransformer {
 impl TextTransformer {
     /// Loads the tower from open_clip's tensor names under `vb` (e.g. `vb.pp("text")`).
     pub fn load(vb: VarBuilder, config: &TextConfig) -> Result<Self> {
-        if config.heads == 0 || config.width % config.heads != 0 {
+        if config.heads == 0 || !config.width.is_multiple_of(config.heads) {
             candle_core::bail!(
                 "the text width {} is not divisible into {} heads",
                 config.width,

@@ -1223,9 +1223,9 @@ unsafe fn bf16_tile<const M: usize, const N: usize>(
                 unsafe { _mm512_maskz_loadu_epi16(mask, pointer.cast()) }
             };
             let weights: __m512bh = unsafe { std::mem::transmute(weights) };
-            for m in 0..M {
-                let row: __m512bh = unsafe { std::mem::transmute(rows[m]) };
-                acc[m][n] = _mm512_dpbf16_ps(acc[m][n], row, weights);
+            for (sums, row) in acc.iter_mut().zip(&rows) {
+                let row: __m512bh = unsafe { std::mem::transmute(*row) };
+                sums[n] = _mm512_dpbf16_ps(sums[n], row, weights);
             }
         }
         k += BF16_LANES;

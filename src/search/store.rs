@@ -169,7 +169,7 @@ impl Layout {
             let length = long(24 + 16 * section) as usize;
             let end = start
                 .checked_add(length)
-                .filter(|&end| end <= bytes.len() && start % ALIGN == 0)
+                .filter(|&end| end <= bytes.len() && start.is_multiple_of(ALIGN))
                 .ok_or_else(|| format!("section {section} lies outside the file (truncated?)"))?;
             ranges.push(start..end);
         }
