@@ -67,13 +67,10 @@ fn run_once(model: &FastVlm, image: &image::RgbImage, prompt: &str) -> Timings {
     let start = Instant::now();
     let pixels = model.preprocess(image).unwrap();
     let preprocessed = Instant::now();
-    let grid = model.vision_features(&pixels).unwrap();
+    let tokens = model.image_tokens(&pixels).unwrap();
     let encoded = Instant::now();
-    let features = model.image_features(&pixels).unwrap();
-    let both = encoded.elapsed().as_secs_f64();
-    // `image_features` runs the encoder again: the projector's share is the difference.
-    let projector = (both - (encoded - preprocessed).as_secs_f64()).max(0.0);
-    drop(grid);
+    let features = model.project(&tokens).unwrap();
+    let projected = Instant::now();
     let embeds = model.prompt_embeddings(prompt, Some(&features)).unwrap();
     let language = model.language();
     let mut cache = language.new_cache();
@@ -90,6 +87,7 @@ fn run_once(model: &FastVlm, image: &image::RgbImage, prompt: &str) -> Timings {
     }
     let decode = decode_start.elapsed().as_secs_f64();
     let vision = (encoded - preprocessed).as_secs_f64();
+    let projector = (projected - encoded).as_secs_f64();
     let preprocess = (preprocessed - start).as_secs_f64();
     Timings {
         preprocess,

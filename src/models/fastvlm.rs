@@ -22,6 +22,7 @@ use image::RgbImage;
 use serde_json::Value;
 
 use super::fastvit::{self, FastVit};
+use super::kernels;
 use super::preprocess::{self, Interpolation, Normalization};
 use super::qwen2::{activation_dtype, KvCache, LinearLayer, Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
@@ -564,17 +565,26 @@ impl FastVlm {
         Ok(self.vision.forward_features(pixels)?)
     }
 
-    /// The projected image features of preprocessed pixels: `[1, tokens, hidden]`.
-    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+    /// The image tokens of preprocessed pixels, before the projector: the encoder's feature
+    /// map flattened row by row, `[1, tokens, channels]`.
+    pub fn image_tokens(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
         let nhwc = self
             .vision
             .forward_features_nhwc(&pixels.permute((0, 2, 3, 1))?)?;
         let (batch, height, width, channels) = nhwc.dims4()?;
-        let tokens = nhwc
-            .reshape((batch, height * width, channels))?
-            .to_dtype(self.language.activation_dtype())?;
-        let hidden = self.projector.0.forward(&tokens)?.gelu_erf()?;
+        Ok(nhwc.reshape((batch, height * width, channels))?)
+    }
+
+    /// The projector: image tokens to the language model's width, `[1, tokens, hidden]`.
+    pub fn project(&self, image_tokens: &Tensor) -> Result<Tensor, ModelError> {
+        let tokens = image_tokens.to_dtype(self.language.activation_dtype())?;
+        let hidden = kernels::gelu(&self.projector.0.forward(&tokens)?)?;
         Ok(self.projector.1.forward(&hidden)?)
+    }
+
+    /// The projected image features of preprocessed pixels: `[1, tokens, hidden]`.
+    pub fn image_features(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
+        self.project(&self.image_tokens(pixels)?)
     }
 
     /// The prompt's ids as the reference builds them: Apple's layout puts one
