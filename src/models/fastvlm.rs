@@ -27,7 +27,7 @@ use super::preprocess::{self, Interpolation, Normalization};
 use super::qwen2::{activation_dtype, KvCache, LinearLayer, Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
 use super::weights::Checkpoint;
-use super::ModelError;
+use super::{read_json, ModelError};
 use crate::caption::FrameCaptioner;
 use crate::pipeline::CaptionSettings;
 
@@ -457,14 +457,12 @@ pub struct FastVlm {
     language: Qwen2,
     tokenizer: Qwen2Tokenizer,
     device: Device,
-    dtype: DType,
 }
 
 impl std::fmt::Debug for FastVlm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FastVlm")
             .field("config", &self.config)
-            .field("dtype", &self.dtype)
             .finish()
     }
 }
@@ -518,7 +516,6 @@ impl FastVlm {
             language,
             tokenizer,
             device: device.clone(),
-            dtype,
         })
     }
 
@@ -759,22 +756,6 @@ fn load_projector(
         ))
     };
     Ok((linear("linear_1", features)?, linear("linear_2", hidden)?))
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|error| ModelError::BadFile {
-                path: path.to_path_buf(),
-                problem: format!("not valid JSON ({error})"),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
 }
 
 /// FastVLM as the caption stage uses it: the pipeline's prompt and decoding settings.

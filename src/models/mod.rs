@@ -16,9 +16,10 @@ pub mod qwen2_tokenizer;
 pub mod store;
 pub mod weights;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use serde_json::Value;
 use thiserror::Error;
 
 /// The device the captioner runs on: the first CUDA GPU when keyscribe is built with the
@@ -94,6 +95,24 @@ pub enum ModelError {
     /// message, backtraces are left out.
     #[error("{}", first_line(&.0.to_string()))]
     Candle(#[from] candle_core::Error),
+}
+
+/// A configuration file's JSON, or `None` when the file does not exist; unreadable or
+/// malformed files are errors naming them.
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| ModelError::BadFile {
+                path: path.to_path_buf(),
+                problem: format!("not valid JSON ({error})"),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 fn expected_shape(expected: &Option<Vec<usize>>) -> String {

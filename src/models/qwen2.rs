@@ -27,30 +27,23 @@ pub fn activation_dtype(weights: DType, device: &Device) -> DType {
 /// A linear layer `x · Wᵀ + b` whose weight may be stored in a narrower dtype than the
 /// activations (bf16 weights, f32 activations on the CPU).
 #[derive(Debug, Clone)]
-pub struct LinearLayer {
-    same_dtype: candle_nn::Linear,
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
+pub struct LinearLayer(candle_nn::Linear);
 
 impl LinearLayer {
     /// A layer with `weight` `[outputs, inputs]` and an optional bias `[outputs]`, the bias
     /// already in the activation dtype.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            same_dtype: candle_nn::Linear::new(weight.clone(), bias.clone()),
-            weight,
-            bias,
-        }
+        Self(candle_nn::Linear::new(weight, bias))
     }
 
     /// Applies the layer to `[.., inputs]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.dtype() == self.weight.dtype() {
-            return self.same_dtype.forward(x);
+        let weight = self.0.weight();
+        if x.dtype() == weight.dtype() {
+            return self.0.forward(x);
         }
-        let product = kernels::linear_bf16_weights(x, &self.weight)?;
-        match &self.bias {
+        let product = kernels::linear_bf16_weights(x, weight)?;
+        match self.0.bias() {
             Some(bias) => product.broadcast_add(bias),
             None => Ok(product),
         }

@@ -15,7 +15,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::ModelError;
+use super::{read_json, ModelError};
 
 /// Qwen2's pre-tokenisation pattern: contractions, letter runs with one leading non-letter,
 /// single digits, punctuation runs, newlines and other whitespace.
@@ -253,22 +253,6 @@ fn added_tokens(dir: &Path) -> Result<Vec<Added>, ModelError> {
             })
         })
         .collect()
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|error| ModelError::BadFile {
-                path: path.to_path_buf(),
-                problem: format!("not valid JSON ({error})"),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,9 @@ use super::{
 use crate::analysis::{Analysis, EmbeddingsRecord, FrameEmbeddings};
 use crate::cache::{file_sha256, AnalysisCache};
 use crate::caption::FrameCaptioner;
-use crate::models::fastvlm::{parse_dtype, FastVlm, FastVlmCaptioner, GenerationSettings};
+use crate::models::fastvlm::{FastVlm, FastVlmCaptioner, GenerationSettings};
 use crate::models::mobileclip::MobileClip;
 use crate::models::store::{self, HubSettings, LocatedModel, ModelRole};
-use crate::models::ModelError;
 use crate::summary::Generate;
 
 /// Model directories given on the command line; they win over the pipeline file.
@@ -74,16 +73,12 @@ pub fn load_summarizer(
     config: &PipelineConfig,
     dirs: &ModelDirs,
 ) -> Result<Box<Generate<'static>>, PipelineError> {
-    let located = locate_captioner(config, dirs)?;
-    let dtype = parse_dtype(&config.caption.dtype).map_err(|problem| ModelError::Config {
-        path: PathBuf::from("caption.dtype"),
-        problem,
-    })?;
-    let model = FastVlm::load(&located.dir, dtype, &crate::models::captioner_device())?;
+    let (captioner, _) = load_captioner(config, dirs)?;
     Ok(Box::new(
         move |system: &str, user: &str, max_tokens: usize| {
             let settings = GenerationSettings::greedy(max_tokens);
-            Ok(model
+            Ok(captioner
+                .model()
                 .generate_text(Some(system), user, &settings, &mut |_| {})?
                 .text)
         },
