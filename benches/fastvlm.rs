@@ -15,14 +15,20 @@
 //! that the bench works). `KEYSCRIBE_FASTVLM_DTYPE` picks f32 (default) or bf16 for both
 //! implementations; `KEYSCRIBE_BENCH_RUNS` the repetitions (medians are reported).
 
+#[path = "common/memory.rs"]
+mod memory;
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
 use keyscribe::models::fastvlm::{parse_dtype, FastVlm};
 use keyscribe::models::qwen2_tokenizer::chat_prompt;
+use memory::status_mib;
+use reference::run_reference;
 
 /// Threads for both implementations.
 const THREADS: usize = 2;
@@ -116,35 +122,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// A memory figure of this process in MiB: `VmHWM:` (peak resident set) or `VmRSS:`.
-fn status_mib(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 /// transformers' figures from `benches/reference/fastvlm.py`, when a Python is given.
 fn reference(dir: &Path, dtype: &str) -> Option<serde_json::Value> {
-    let python = std::env::var_os("KEYSCRIBE_REFERENCE_PYTHON")?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/fastvlm.py");
-    let output = Command::new(python)
-        .arg(script)
-        .arg(dir)
-        .args(["--threads", &THREADS.to_string()])
-        .args(["--dtype", dtype])
-        .args(["--new-tokens", &NEW_TOKENS.to_string()])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        eprintln!(
-            "the reference failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
-    }
-    serde_json::from_slice(&output.stdout).ok()
+    let threads = THREADS.to_string();
+    let new_tokens = NEW_TOKENS.to_string();
+    let args = [
+        dir.as_os_str(),
+        "--threads".as_ref(),
+        threads.as_ref(),
+        "--dtype".as_ref(),
+        dtype.as_ref(),
+        "--new-tokens".as_ref(),
+        new_tokens.as_ref(),
+    ];
+    run_reference("fastvlm.py", &args)
 }
 
 fn main() {

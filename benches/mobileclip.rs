@@ -13,15 +13,21 @@
 //! `/opt/refpy/bin/python`) it also runs `benches/reference/mobileclip.py` on the same
 //! directory and prints a table of both; peak memory (RSS) of both processes is reported.
 
+#[path = "common/memory.rs"]
+mod memory;
+#[path = "common/reference.rs"]
+mod reference;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 
 use keyscribe::models::mobileclip::MobileClip;
+use memory::status_mib;
+use reference::run_reference;
 
 /// Threads for both implementations.
 const THREADS: usize = 2;
@@ -107,33 +113,13 @@ fn median_seconds(group: &str, function: &str, parameter: &str) -> Option<f64> {
     Some(estimates["median"]["point_estimate"].as_f64()? / 1e9)
 }
 
-/// This process's peak resident set size in MiB (`VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 /// open_clip's figures from `benches/reference/mobileclip.py`, when a Python is given.
 fn reference(dir: &Path) -> Option<serde_json::Value> {
-    let python = std::env::var_os("KEYSCRIBE_REFERENCE_PYTHON")?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/mobileclip.py");
-    let output = Command::new(python)
-        .arg(script)
-        .arg(dir)
-        .args(["--threads", &THREADS.to_string()])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        eprintln!(
-            "the reference failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        return None;
-    }
-    serde_json::from_slice(&output.stdout).ok()
+    let threads = THREADS.to_string();
+    run_reference(
+        "mobileclip.py",
+        &[dir.as_os_str(), "--threads".as_ref(), threads.as_ref()],
+    )
 }
 
 fn summary(dir: &Path) {
@@ -174,7 +160,7 @@ fn summary(dir: &Path) {
     let rss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
     println!(
         "\npeak RSS: keyscribe bench process {}, open_clip reference process {}",
-        rss(peak_rss_mib()),
+        rss(status_mib("VmHWM:")),
         rss(theirs.as_ref().and_then(|t| t["peak_rss_mib"].as_f64()))
     );
 }

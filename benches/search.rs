@@ -26,6 +26,8 @@
 //! (`top_k` = 10, default settings); the latency of the scan alone (re-ranking 10); and
 //! recall@10 of `nearest_frames` against exact search for several candidate counts.
 
+#[path = "common/memory.rs"]
+mod memory;
 #[path = "../tests/common/synthetic_library.rs"]
 mod synthetic_library;
 
@@ -33,6 +35,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use keyscribe::search::{IndexBuilder, SearchConfig, SearchIndex, VideoInput};
+use memory::status_mib;
 use rayon::prelude::*;
 use synthetic_library::{exact_top, Library};
 
@@ -53,15 +56,7 @@ fn env_list(name: &str, default: &str) -> Vec<usize> {
 
 /// Resident memory of this process, in bytes (Linux; 0 elsewhere).
 fn resident_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1)?.parse::<usize>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+    status_mib("VmRSS:").map_or(0, |mib| (mib * 1024.0 * 1024.0) as usize)
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
