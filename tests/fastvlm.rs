@@ -178,24 +178,20 @@ fn preprocessing_and_image_features_match_the_reference() {
                     dir.display()
                 );
             }
-            let expected_vision = reference.tensor(index, "vision_features");
-            let vision = model.vision_features(&pixels).unwrap();
-            let diff = max_abs_diff(&vision, expected_vision);
-            let scale = max_abs(expected_vision).max(1.0);
-            assert!(
-                diff <= 1e-4 * scale,
-                "{}: case {index} vision features differ by {diff} (scale {scale})",
-                dir.display()
-            );
-            let expected_features = reference.tensor(index, "image_features");
-            let features = model.image_features(&pixels).unwrap();
-            let diff = max_abs_diff(&features, expected_features);
-            let scale = max_abs(expected_features).max(1.0);
-            assert!(
-                diff <= 1e-4 * scale,
-                "{}: case {index} projected features differ by {diff} (scale {scale})",
-                dir.display()
-            );
+            let outputs = [
+                ("vision_features", model.vision_features(&pixels).unwrap()),
+                ("image_features", model.image_features(&pixels).unwrap()),
+            ];
+            for (name, ours) in outputs {
+                let expected = reference.tensor(index, name);
+                let diff = max_abs_diff(&ours, expected);
+                let scale = max_abs(expected).max(1.0);
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{}: case {index} {name} differ by {diff} (scale {scale})",
+                    dir.display()
+                );
+            }
         }
     }
 }
