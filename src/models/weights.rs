@@ -43,7 +43,6 @@ pub struct Checkpoint {
     files: Vec<PathBuf>,
     handles: Vec<File>,
     tensors: BTreeMap<String, StoredTensor>,
-    names: BTreeSet<String>,
     used: Mutex<BTreeSet<String>>,
 }
 
@@ -77,12 +76,10 @@ impl Checkpoint {
             }
             handles.push(file);
         }
-        let names = tensors.keys().cloned().collect();
         Ok(Arc::new(Self {
             files: files.to_vec(),
             handles,
             tensors,
-            names,
             used: Mutex::new(BTreeSet::new()),
         }))
     }
@@ -119,12 +116,12 @@ impl Checkpoint {
 
     /// Every tensor name stored in the checkpoint, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.names.iter().map(String::as_str)
+        self.tensors.keys().map(String::as_str)
     }
 
     /// Whether the checkpoint stores a tensor of this (file) name.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.tensors.contains_key(name)
     }
 
     /// The stored shape of a tensor, if present.
@@ -204,8 +201,8 @@ impl Checkpoint {
     pub fn ensure_all_used(&self, ignored: impl Fn(&str) -> bool) -> Result<(), ModelError> {
         let used = self.used.lock().expect("checkpoint usage record poisoned");
         let unused: Vec<String> = self
-            .names
-            .iter()
+            .tensors
+            .keys()
             .filter(|name| !used.contains(*name) && !ignored(name))
             .cloned()
             .collect();
