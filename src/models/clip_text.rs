@@ -69,7 +69,7 @@ fn linear(
 ) -> Result<Linear> {
     let w = vb.get((out_dim, in_dim), weight)?;
     let b = vb.get(out_dim, bias)?;
-    Linear::from_torch(&w, &b, activation)
+    Linear::from_torch(&w, Some(&b), activation)
 }
 
 /// One pre-norm residual block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.

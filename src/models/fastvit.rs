@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{self, Activation, Linear};
+use super::kernels::{self, Activation, Linear, ProductWeight};
 
 /// BatchNorm epsilon (PyTorch's default, used by every BatchNorm in FastViT).
 const BATCH_NORM_EPS: f64 = 1e-5;
@@ -374,8 +374,8 @@ fn pad_kernel(weight: &Tensor, kernel: usize) -> Result<Tensor> {
 /// A folded convolution with its bias, stored in the layout its kernel reads.
 #[derive(Debug, Clone)]
 enum Conv {
-    /// 1x1, stride 1, ungrouped: weight `[in, out]`.
-    Pointwise { weight: Tensor, bias: Tensor },
+    /// 1x1, stride 1, ungrouped.
+    Pointwise { weight: ProductWeight, bias: Tensor },
     /// One input channel per group: weight `[k, k, out]`.
     Depthwise {
         weight: Tensor,
@@ -394,7 +394,8 @@ enum Conv {
 
 impl Conv {
     /// Builds a convolution from a PyTorch `[out, in/groups, k, k]` weight (any float dtype;
-    /// converted to `dtype`) and its bias, with "same" padding `k/2`.
+    /// converted to `dtype`) and its bias, with "same" padding `k/2`. With bf16 on the
+    /// CPU, 1x1 convolutions multiply in bf16 and the rest runs in f32.
     fn from_torch(
         weight: &Tensor,
         bias: &Tensor,
@@ -403,13 +404,16 @@ impl Conv {
         dtype: DType,
     ) -> Result<Self> {
         let (out, in_per_group, kernel, _) = weight.dims4()?;
-        let weight = weight.to_dtype(dtype)?;
-        let bias = bias.to_dtype(dtype)?;
+        let activations = kernels::activation_dtype(dtype, weight.device());
+        let bias = bias.to_dtype(activations)?;
         let padding = kernel / 2;
         if groups == 1 && kernel == 1 && stride == 1 {
-            let weight = weight.reshape((out, in_per_group))?.t()?.contiguous()?;
-            Ok(Self::Pointwise { weight, bias })
-        } else if in_per_group == 1 && groups > 1 {
+            let weight = weight.reshape((out, in_per_group))?.to_dtype(dtype)?;
+            let weight = ProductWeight::from_torch(&weight)?;
+            return Ok(Self::Pointwise { weight, bias });
+        }
+        let weight = weight.to_dtype(activations)?;
+        if in_per_group == 1 && groups > 1 {
             let weight = weight.squeeze(1)?.permute((1, 2, 0))?.contiguous()?;
             Ok(Self::Depthwise {
                 weight,
@@ -436,7 +440,7 @@ impl Conv {
     fn forward(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
         match self {
             Self::Pointwise { weight, bias } => {
-                kernels::pointwise_conv(x, weight, bias, activation)
+                kernels::pointwise_conv(x, weight, Some(bias), activation)
             }
             Self::Depthwise {
                 weight,
@@ -469,7 +473,7 @@ impl SqueezeExcite {
             let vb = vb.pp(name);
             let weight = vb.get((to, from, 1, 1), "weight")?.reshape((to, from))?;
             let bias = vb.get(to, "bias")?;
-            Linear::from_torch(&weight.to_dtype(dtype)?, &bias, Activation::Identity)
+            Linear::from_torch(&weight.to_dtype(dtype)?, Some(&bias), Activation::Identity)
         };
         Ok(Self {
             reduce: linear("fc1", channels, reduced)?,
@@ -704,7 +708,7 @@ impl ConvMlp {
         )?;
         match &self.fc2 {
             Conv::Pointwise { weight, bias } => {
-                kernels::pointwise_conv_residual(&hidden, weight, bias, x)
+                kernels::pointwise_conv_residual(&hidden, weight, Some(bias), x)
             }
             other => other.forward(&hidden, Activation::Identity)? + x,
         }
@@ -794,8 +798,9 @@ impl AttentionBlock {
             }
             NormLayer::LayerNorm => {
                 let norm = vb.pp("norm");
-                let weight = norm.get(dim, "weight")?;
-                let bias = norm.get(dim, "bias")?;
+                let activations = kernels::activation_dtype(dtype, vb.device());
+                let weight = norm.get(dim, "weight")?.to_dtype(activations)?;
+                let bias = norm.get(dim, "bias")?.to_dtype(activations)?;
                 let zeros = Tensor::zeros(3 * dim, DType::F64, vb.device())?;
                 (Some((weight, bias)), qkv_w, zeros)
             }
@@ -804,11 +809,7 @@ impl AttentionBlock {
         let proj_b = get_f64(&mixer.pp("proj"), &[dim], "bias")?;
         let (proj_w, proj_b) = fold_layer_scale(&vb.pp("layer_scale_1"), dim, &proj_w, &proj_b)?;
         let linear = |w: &Tensor, b: &Tensor| {
-            Linear::from_torch(
-                &w.to_dtype(dtype)?,
-                &b.to_dtype(dtype)?,
-                Activation::Identity,
-            )
+            Linear::from_torch(&w.to_dtype(dtype)?, Some(b), Activation::Identity)
         };
         Ok(Self {
             layer_norm,
@@ -963,7 +964,8 @@ impl FastVit {
     /// Loads the tower from timm-named tensors (training or inference form, detected per
     /// module) and folds it.
     ///
-    /// The tensors are read through `vb`, whose dtype and device the model then runs in;
+    /// The tensors are read through `vb`, whose dtype and device the model then runs in
+    /// (bf16 on the CPU: bf16 matrix products, f32 activations and other convolutions);
     /// a missing or misshapen tensor is an error naming it.
     pub fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
         config.validate().map_err(candle_core::Error::msg)?;
@@ -1020,7 +1022,11 @@ impl FastVit {
             let fc = vb.pp("head").pp("fc");
             let weight = fc.get((config.num_classes, config.num_features()), "weight")?;
             let bias = fc.get(config.num_classes, "bias")?;
-            Some(Linear::from_torch(&weight, &bias, Activation::Identity)?)
+            Some(Linear::from_torch(
+                &weight,
+                Some(&bias),
+                Activation::Identity,
+            )?)
         } else {
             None
         };

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use image::RgbImage;
@@ -23,8 +23,9 @@ use serde_json::Value;
 
 use super::fastvit::{self, FastVit};
 use super::kernels;
+use super::kernels::{Activation, Linear};
 use super::preprocess::{self, Interpolation, Normalization};
-use super::qwen2::{activation_dtype, KvCache, LinearLayer, Qwen2, Qwen2Config};
+use super::qwen2::{KvCache, Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
 use super::weights::Checkpoint;
 use super::{read_json, ModelError};
@@ -453,7 +454,7 @@ pub struct Generation {
 pub struct FastVlm {
     config: FastVlmConfig,
     vision: FastVit,
-    projector: (LinearLayer, LinearLayer),
+    projector: (Linear, Linear),
     language: Qwen2,
     tokenizer: Qwen2Tokenizer,
     device: Device,
@@ -470,8 +471,10 @@ impl std::fmt::Debug for FastVlm {
 impl FastVlm {
     /// Loads a checkpoint directory in either layout onto `device`.
     ///
-    /// The language model and projector run in `dtype`; on the CPU the image encoder always
-    /// runs in f32 (its direct kernels are f32, and this CPU has no fast bf16 convolution).
+    /// The model runs in `dtype`. With bf16 on the CPU, the weights of every matrix product
+    /// (the language model's and projector's linear layers, the image encoder's 1x1
+    /// convolutions and attention) are kept in bf16 and multiplied as a bf16 model does;
+    /// activations, and the image encoder's other convolutions, stay in f32.
     /// Loading is strict: a missing or misshapen tensor, or one the architecture does not
     /// use, is an error naming it.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
@@ -485,12 +488,7 @@ impl FastVlm {
             }
         };
         let vb = checkpoint.var_builder(dtype, device, rename);
-        let vision_dtype = if device.is_cpu() { DType::F32 } else { dtype };
-        let vision = FastVit::load(
-            vb.pp("model.vision_tower.timm_model")
-                .set_dtype(vision_dtype),
-            &config.vision,
-        )?;
+        let vision = FastVit::load(vb.pp("model.vision_tower.timm_model"), &config.vision)?;
         let projector = load_projector(vb.pp("model.multi_modal_projector"), &config)?;
         let language = Qwen2::load(
             vb.pp("model.language_model"),
@@ -743,17 +741,14 @@ impl FastVlm {
     }
 }
 
-fn load_projector(
-    vb: VarBuilder,
-    config: &FastVlmConfig,
-) -> candle_core::Result<(LinearLayer, LinearLayer)> {
+fn load_projector(vb: VarBuilder, config: &FastVlmConfig) -> candle_core::Result<(Linear, Linear)> {
     let (features, hidden) = (config.vision.num_features(), config.text.hidden_size);
-    let activations = activation_dtype(vb.dtype(), vb.device());
-    let linear = |name: &str, inputs: usize| -> candle_core::Result<LinearLayer> {
-        Ok(LinearLayer::new(
-            vb.pp(name).get((hidden, inputs), "weight")?,
-            Some(vb.pp(name).get(hidden, "bias")?.to_dtype(activations)?),
-        ))
+    let linear = |name: &str, inputs: usize| -> candle_core::Result<Linear> {
+        Linear::from_torch(
+            &vb.pp(name).get((hidden, inputs), "weight")?,
+            Some(&vb.pp(name).get(hidden, "bias")?),
+            Activation::Identity,
+        )
     };
     Ok((linear("linear_1", features)?, linear("linear_2", hidden)?))
 }

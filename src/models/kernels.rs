@@ -16,6 +16,7 @@
 //! dtype it composes candle ops, so the models stay device-generic.
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Result, Storage, Tensor, D};
 use gemm::Parallelism;
@@ -28,6 +29,17 @@ pub enum Activation {
     Identity,
     /// GELU with the exact (erf) formulation, as PyTorch's `nn.GELU()`.
     Gelu,
+}
+
+/// The dtype activations flow in for weights stored in `weights` on `device`: f32 on the
+/// CPU (bf16 weights are packed or widened as they are read; see [`ProductWeight`]), the
+/// weights' own dtype elsewhere.
+pub fn activation_dtype(weights: DType, device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        weights
+    }
 }
 
 /// The activation applied with candle ops (the generic path).
@@ -140,6 +152,11 @@ macro_rules! dispatch {
         }
     };
 }
+
+mod packed_bf16;
+
+pub use packed_bf16::PackedBf16;
+use packed_bf16::{bf16_dot_products_available, PANEL};
 
 /// A vector of `len` f32 values to be written before being read.
 fn uninit_vec(len: usize) -> Vec<MaybeUninit<f32>> {
@@ -761,29 +778,35 @@ dispatch! {
     fn gelu_dispatch => gelu_slice(data: &mut [f32])
 }
 
-/// The epilogue of a product block: `act(x + bias)` over `rows` rows of `bias.len()`
-/// values, `stride` apart.
+/// The epilogue of a product block: `act(x + bias)` over `rows` rows of `width` values,
+/// `stride` apart (`bias`, when there is one, has `width` values).
 #[inline(always)]
 fn finish_block<M: MulAdd>(
     block: SharedMut,
     rows: usize,
+    width: usize,
     stride: usize,
-    bias: &[f32],
+    bias: Option<&[f32]>,
     activation: Activation,
 ) {
     for row in 0..rows {
-        // SAFETY: the caller owns these `bias.len()` values of every row of the block.
-        let values =
-            unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), bias.len()) };
-        match activation {
-            Activation::Identity => {
+        // SAFETY: the caller owns these `width` values of every row of the block.
+        let values = unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), width) };
+        match (bias, activation) {
+            (None, Activation::Identity) => return,
+            (Some(bias), Activation::Identity) => {
                 for (v, &b) in values.iter_mut().zip(bias) {
                     *v += b;
                 }
             }
-            Activation::Gelu => {
+            (Some(bias), Activation::Gelu) => {
                 for (v, &b) in values.iter_mut().zip(bias) {
                     *v = gelu_scalar::<M>(*v + b);
+                }
+            }
+            (None, Activation::Gelu) => {
+                for v in values.iter_mut() {
+                    *v = gelu_scalar::<M>(*v);
                 }
             }
         }
@@ -795,8 +818,9 @@ dispatch! {
     fn finish_block_dispatch => finish_block(
         block: SharedMut,
         rows: usize,
+        width: usize,
         stride: usize,
-        bias: &[f32],
+        bias: Option<&[f32]>,
         activation: Activation,
     )
 }
@@ -807,16 +831,21 @@ fn prefill_block<M: MulAdd>(
     block: SharedMut,
     residual: &[f32],
     rows: usize,
+    width: usize,
     stride: usize,
-    bias: &[f32],
+    bias: Option<&[f32]>,
 ) {
     for row in 0..rows {
-        // SAFETY: the caller owns these `bias.len()` values of every row of the block.
-        let values =
-            unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), bias.len()) };
-        let res = &residual[row * stride..][..bias.len()];
-        for ((v, &b), &r) in values.iter_mut().zip(bias).zip(res) {
-            *v = r + b;
+        // SAFETY: the caller owns these `width` values of every row of the block.
+        let values = unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), width) };
+        let res = &residual[row * stride..][..width];
+        match bias {
+            Some(bias) => {
+                for ((v, &b), &r) in values.iter_mut().zip(bias).zip(res) {
+                    *v = r + b;
+                }
+            }
+            None => values.copy_from_slice(res),
         }
     }
 }
@@ -827,24 +856,115 @@ dispatch! {
         block: SharedMut,
         residual: &[f32],
         rows: usize,
+        width: usize,
         stride: usize,
-        bias: &[f32],
+        bias: Option<&[f32]>,
     )
+}
+
+/// The weight of a 1x1 convolution or linear layer, stored the way its product reads it.
+#[derive(Debug, Clone)]
+pub enum ProductWeight {
+    /// `[inputs, outputs]`, in the activations' dtype: f32 on the CPU runs the `gemm`
+    /// crate's kernels, anything else candle's matmul.
+    Plain(Tensor),
+    /// bf16 in the panel layout of [`PackedBf16`], multiplied with f32 activations (CPU).
+    PackedBf16(Arc<PackedBf16>),
+}
+
+impl ProductWeight {
+    /// Stores PyTorch's `[outputs, inputs]` weight: packed when it is bf16 on the CPU
+    /// (bf16 products, f32 activations), else transposed as it is.
+    pub fn from_torch(weight: &Tensor) -> Result<Self> {
+        if weight.device().is_cpu() && weight.dtype() == DType::BF16 {
+            Ok(Self::PackedBf16(Arc::new(PackedBf16::pack(weight)?)))
+        } else {
+            Ok(Self::Plain(weight.t()?.contiguous()?))
+        }
+    }
+
+    /// `(inputs, outputs)`.
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            Self::Plain(weight) => weight.dims2(),
+            Self::PackedBf16(weight) => Ok((weight.inputs(), weight.features())),
+        }
+    }
+
+    /// `x @ weight` with candle ops (the generic path, and a reference for tests).
+    fn candle_product(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Plain(weight) => x.broadcast_matmul(weight),
+            Self::PackedBf16(_) => candle_core::bail!("packed bf16 weights need the CPU kernels"),
+        }
+    }
+}
+
+/// Which product the CPU kernels run for a weight and a row count.
+#[derive(Clone, Copy)]
+enum Product<'a> {
+    /// f32 `[inner, cols]` through the `gemm` crate.
+    F32(&'a [f32]),
+    /// Packed bf16 with bf16-rounded inputs (from [`packed_bf16::round_rows`]) and
+    /// AVX-512 BF16 dot products.
+    Bf16Dots(&'a PackedBf16, &'a [u32]),
+    /// Packed bf16 widened to f32 in registers: exact products of the f32 inputs.
+    Bf16Widened(&'a PackedBf16),
 }
 
 /// Rows below which a product is split by columns instead of rows.
 const MIN_ROWS_PER_TASK: usize = 96;
 /// Rows of one row block (its output stays in L2 cache for the epilogue).
 const MAX_ROWS_PER_TASK: usize = 384;
+/// Up to this many rows (decoding a token) a packed bf16 product widens the weight and
+/// keeps the inputs in f32; more rows round the inputs to bf16 and use bf16 dot products
+/// where the processor has them.
+pub const BF16_DIRECT_MAX_ROWS: usize = 4;
 
 /// `out = act(x @ weight + bias)` or `out = residual + x @ weight + bias` for row-major
-/// `x: [rows, inner]`, `weight: [inner, cols]`, split over the thread pool by blocks of rows
-/// (or of columns when there are few rows), each block finished right after its product.
+/// `x: [rows, inner]`, split over the thread pool by blocks of rows (or of columns when
+/// there are few rows), each block finished right after its product.
 #[allow(clippy::too_many_arguments)]
-fn gemm_bias(
+fn fused_product(
     x: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    weight: &ProductWeight,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    activation: Activation,
+    rows: usize,
+    inner: usize,
+    cols: usize,
+) -> Result<Vec<f32>> {
+    let rounded;
+    let product = match weight {
+        ProductWeight::Plain(weight) => {
+            return with_f32(weight, |weight| {
+                let product = Product::F32(weight);
+                Ok(run_product(
+                    x, product, bias, residual, activation, rows, inner, cols,
+                ))
+            })
+        }
+        ProductWeight::PackedBf16(weight)
+            if rows > BF16_DIRECT_MAX_ROWS && bf16_dot_products_available() =>
+        {
+            // SAFETY: the processor has AVX-512 BF16 (checked just above).
+            rounded = unsafe { packed_bf16::round_rows(x, inner) };
+            Product::Bf16Dots(weight, &rounded)
+        }
+        ProductWeight::PackedBf16(weight) => Product::Bf16Widened(weight),
+    };
+    Ok(run_product(
+        x, product, bias, residual, activation, rows, inner, cols,
+    ))
+}
+
+/// The task split and per-block work of [`fused_product`].
+#[allow(clippy::too_many_arguments)]
+fn run_product(
+    x: &[f32],
+    product: Product,
+    bias: Option<&[f32]>,
     residual: Option<&[f32]>,
     activation: Activation,
     rows: usize,
@@ -858,50 +978,67 @@ fn gemm_bias(
     let task = |r0: usize, r1: usize, c0: usize, c1: usize| {
         let block = dst.offset(r0 * cols + c0);
         let (m, n) = (r1 - r0, c1 - c0);
+        let bias = bias.map(|bias| &bias[c0..c1]);
         if let Some(residual) = residual {
-            prefill_block_dispatch(block, &residual[r0 * cols + c0..], m, cols, &bias[c0..c1]);
+            prefill_block_dispatch(block, &residual[r0 * cols + c0..], m, n, cols, bias);
         }
-        // SAFETY: the pointers and strides describe `x[r0..r1]`, `weight[.., c0..c1]` and the
-        // task's own block of `out`; with `read_dst` false the block may be uninitialised.
+        let accumulate = residual.is_some();
+        let panels = c0 / PANEL..c1.div_ceil(PANEL);
+        // SAFETY: the pointers and strides describe `x[r0..r1]`, the weight's columns
+        // `c0..c1` (whole panels for packed weights: `c0` is a multiple of `PANEL`) and the
+        // task's own block of `out`; when not accumulating the block may be uninitialised.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                inner,
-                block.ptr(),
-                1,
-                cols as isize,
-                residual.is_some(),
-                x.as_ptr().add(r0 * inner),
-                1,
-                inner as isize,
-                weight.as_ptr().add(c0),
-                1,
-                cols as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+            match product {
+                Product::F32(weight) => gemm::gemm(
+                    m,
+                    n,
+                    inner,
+                    block.ptr(),
+                    1,
+                    cols as isize,
+                    accumulate,
+                    x.as_ptr().add(r0 * inner),
+                    1,
+                    inner as isize,
+                    weight.as_ptr().add(c0),
+                    1,
+                    cols as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                ),
+                Product::Bf16Dots(weight, a) => {
+                    weight.product_block(a, r0..r1, panels, dst.ptr(), cols, accumulate)
+                }
+                Product::Bf16Widened(weight) => {
+                    weight.widened_block(x, r0..r1, panels, dst.ptr(), cols, accumulate)
+                }
+            }
         }
         if residual.is_none() {
-            finish_block_dispatch(block, m, cols, &bias[c0..c1], activation);
+            finish_block_dispatch(block, m, n, cols, bias, activation);
         }
+    };
+    // Column splits fall on whole registers (f32) or whole panels (packed bf16).
+    let column_step = match product {
+        Product::F32(_) => 16,
+        Product::Bf16Dots(..) | Product::Bf16Widened(_) => PANEL,
     };
     if threads == 1 || rows * cols * inner < 1 << 16 {
         task(0, rows, 0, cols);
     } else if rows >= threads * MIN_ROWS_PER_TASK {
-        let per_task = rows
-            .div_ceil(threads * 2)
-            .clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK);
+        // Blocks of rows, their count a multiple of the threads so that none idles at the end.
+        let blocks = rows.div_ceil(MAX_ROWS_PER_TASK).max(threads * 2);
+        let per_task = rows.div_ceil(blocks.next_multiple_of(threads));
         (0..rows.div_ceil(per_task))
             .into_par_iter()
             .for_each(|i| task(i * per_task, ((i + 1) * per_task).min(rows), 0, cols));
     } else {
-        // Few rows: split the columns, in multiples of 16 (whole vector registers).
-        let per_task = cols.div_ceil(threads).next_multiple_of(16);
+        // Few rows: split the columns.
+        let per_task = cols.div_ceil(threads).next_multiple_of(column_step);
         (0..cols.div_ceil(per_task))
             .into_par_iter()
             .for_each(|i| task(0, rows, i * per_task, ((i + 1) * per_task).min(cols)));
@@ -910,48 +1047,61 @@ fn gemm_bias(
     unsafe { assume_init(out) }
 }
 
-/// Checks `x: [..., in]` against `weight: [in, out]` and returns (rows, in, out, out dims).
-fn product_shape(x: &Tensor, weight: &Tensor) -> Result<(usize, usize, usize, Vec<usize>)> {
-    let (in_features, out_features) = weight.dims2()?;
+/// Checks `x: [..., in]` against a weight of `inputs` inputs and `outputs` outputs and
+/// returns (rows, out dims).
+fn product_shape(x: &Tensor, (inputs, outputs): (usize, usize)) -> Result<(usize, Vec<usize>)> {
     let dims = x.dims();
     let Some((&last, leading)) = dims.split_last() else {
         candle_core::bail!("a 1x1 convolution needs at least one dimension");
     };
-    if last != in_features {
-        candle_core::bail!("input {:?} does not fit weight {:?}", dims, weight.dims());
+    if last != inputs {
+        candle_core::bail!("input {dims:?} does not fit a weight of {inputs} inputs");
     }
     let mut out_dims = leading.to_vec();
-    out_dims.push(out_features);
-    Ok((
-        leading.iter().product(),
-        in_features,
-        out_features,
-        out_dims,
-    ))
+    out_dims.push(outputs);
+    Ok((leading.iter().product(), out_dims))
+}
+
+/// Runs `f` over the bias's f32 data, or `None`.
+fn with_optional_f32<R>(
+    tensor: Option<&Tensor>,
+    f: impl FnOnce(Option<&[f32]>) -> Result<R>,
+) -> Result<R> {
+    match tensor {
+        Some(tensor) => with_f32(tensor, |data| f(Some(data))),
+        None => f(None),
+    }
+}
+
+/// Whether the direct CPU kernels apply to a product of `x` with `weight`.
+fn direct_product(x: &Tensor, weight: &ProductWeight, others: &[Option<&Tensor>]) -> bool {
+    let weight_direct = match weight {
+        ProductWeight::Plain(weight) => on_cpu_f32(weight),
+        ProductWeight::PackedBf16(_) => true,
+    };
+    weight_direct && on_cpu_f32(x) && others.iter().flatten().all(|t| on_cpu_f32(t))
 }
 
 /// A 1x1 convolution (or linear layer) over the last dimension: `act(x @ weight + bias)`.
-///
-/// `weight` is `[in_channels, out_channels]` (transposed from PyTorch's layout so that the
-/// product reads it row by row), `bias` is `[out_channels]`.
 pub fn pointwise_conv(
     x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
+    weight: &ProductWeight,
+    bias: Option<&Tensor>,
     activation: Activation,
 ) -> Result<Tensor> {
-    let (rows, inner, cols, out_dims) = product_shape(x, weight)?;
-    if !(on_cpu_f32(x) && on_cpu_f32(weight) && on_cpu_f32(bias)) {
-        return activate(
-            &x.broadcast_matmul(weight)?.broadcast_add(bias)?,
-            activation,
-        );
+    let (inner, cols) = weight.dims()?;
+    let (rows, out_dims) = product_shape(x, (inner, cols))?;
+    if !direct_product(x, weight, &[bias]) {
+        let product = weight.candle_product(x)?;
+        let product = match bias {
+            Some(bias) => product.broadcast_add(bias)?,
+            None => product,
+        };
+        return activate(&product, activation);
     }
     let out = with_f32(x, |x| {
-        with_f32(weight, |w| {
-            with_f32(bias, |b| {
-                Ok(gemm_bias(x, w, b, None, activation, rows, inner, cols))
-            })
+        with_optional_f32(bias, |b| {
+            fused_product(x, weight, b, None, activation, rows, inner, cols)
         })
     })?;
     Tensor::from_vec(out, out_dims, &Device::Cpu)
@@ -960,11 +1110,12 @@ pub fn pointwise_conv(
 /// A 1x1 convolution added to a residual: `residual + x @ weight + bias`.
 pub fn pointwise_conv_residual(
     x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
+    weight: &ProductWeight,
+    bias: Option<&Tensor>,
     residual: &Tensor,
 ) -> Result<Tensor> {
-    let (rows, inner, cols, out_dims) = product_shape(x, weight)?;
+    let (inner, cols) = weight.dims()?;
+    let (rows, out_dims) = product_shape(x, (inner, cols))?;
     if residual.dims() != out_dims.as_slice() {
         candle_core::bail!(
             "output {:?} and residual {:?} differ",
@@ -972,24 +1123,19 @@ pub fn pointwise_conv_residual(
             residual.dims()
         );
     }
-    if !(on_cpu_f32(x) && on_cpu_f32(weight) && on_cpu_f32(bias) && on_cpu_f32(residual)) {
-        return x.broadcast_matmul(weight)?.broadcast_add(bias)? + residual;
+    if !direct_product(x, weight, &[bias, Some(residual)]) {
+        let product = weight.candle_product(x)?;
+        let product = match bias {
+            Some(bias) => product.broadcast_add(bias)?,
+            None => product,
+        };
+        return product + residual;
     }
     let out = with_f32(x, |x| {
-        with_f32(weight, |w| {
-            with_f32(bias, |b| {
-                with_f32(residual, |r| {
-                    Ok(gemm_bias(
-                        x,
-                        w,
-                        b,
-                        Some(r),
-                        Activation::Identity,
-                        rows,
-                        inner,
-                        cols,
-                    ))
-                })
+        with_optional_f32(bias, |b| {
+            with_f32(residual, |r| {
+                let activation = Activation::Identity;
+                fused_product(x, weight, b, Some(r), activation, rows, inner, cols)
             })
         })
     })?;
@@ -1058,21 +1204,28 @@ pub fn swiglu(gate_up: &Tensor, width: usize) -> Result<Tensor> {
     Tensor::from_vec(out, dims, &Device::Cpu)
 }
 
-/// A linear layer `x @ weight + bias` whose weight is stored `[in, out]`, as candle
-/// [`Module`]: used for the transformer's projections.
+/// A linear layer `act(x @ weight + bias)`, as candle [`Module`]: the transformers'
+/// projections. bf16 weights on the CPU are packed for the bf16 products and the layer
+/// takes and returns f32 activations; elsewhere the layer runs in its weight's dtype.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+    weight: ProductWeight,
+    bias: Option<Tensor>,
     activation: Activation,
 }
 
 impl Linear {
-    /// A linear layer from PyTorch's `[out, in]` weight and its bias.
-    pub fn from_torch(weight: &Tensor, bias: &Tensor, activation: Activation) -> Result<Self> {
+    /// A linear layer from PyTorch's `[out, in]` weight and its bias (converted to the
+    /// activations' dtype, see [`activation_dtype`]).
+    pub fn from_torch(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<Self> {
+        let activations = activation_dtype(weight.dtype(), weight.device());
         Ok(Self {
-            weight: weight.t()?.contiguous()?,
-            bias: bias.clone(),
+            weight: ProductWeight::from_torch(weight)?,
+            bias: bias.map(|bias| bias.to_dtype(activations)).transpose()?,
             activation,
         })
     }
@@ -1080,13 +1233,13 @@ impl Linear {
     /// The layer's output added to `residual`.
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         debug_assert_eq!(self.activation, Activation::Identity);
-        pointwise_conv_residual(x, &self.weight, &self.bias, residual)
+        pointwise_conv_residual(x, &self.weight, self.bias.as_ref(), residual)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        pointwise_conv(x, &self.weight, &self.bias, self.activation)
+        pointwise_conv(x, &self.weight, self.bias.as_ref(), self.activation)
     }
 }
 
@@ -1099,10 +1252,6 @@ pub fn spatial_mean(x: &Tensor) -> Result<Tensor> {
 
 /// Output features computed per parallel task by [`linear_bf16_weights`].
 const BF16_ROWS_PER_TASK: usize = 64;
-
-/// Inputs up to this many rows take the direct bf16 path of [`linear_bf16_weights`]; more
-/// rows (a prompt's prefill) widen the weight once and multiply in f32.
-pub const BF16_DIRECT_MAX_ROWS: usize = 4;
 
 /// `Σ_k w[k] * x[k]` over a bf16 weight row and f32 inputs, in 32 independent lanes that
 /// the compiler keeps in vector registers.
@@ -1166,189 +1315,18 @@ dispatch! {
     )
 }
 
-/// Inputs rows and weight rows of one register tile of [`bf16_tile`].
-const BF16_TILE_ROWS: usize = 4;
-const BF16_TILE_FEATURES: usize = 6;
-/// Weight rows per parallel task of [`bf16_matmul`] (a multiple of the tile).
-const BF16_FEATURES_PER_TASK: usize = 48;
-/// bf16 values per 512-bit register.
-const BF16_LANES: usize = 32;
-
-/// Whether the processor has AVX-512 BF16 dot products (`vdpbf16ps`).
-fn bf16_dot_products_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// One `M x N` tile of `out[m, n] = Σ_k a[m, k] * w[n, k]`: `M` input rows (bf16, zero-padded
-/// to a multiple of 32 values, `a_stride` apart) against `N` weight rows (`inputs` values,
-/// `inputs` apart), `M * N` accumulators kept in registers; `out` rows are `out_stride` apart.
-///
-/// # Safety
-/// The processor must have AVX-512 BF16, and the pointers must cover the rows described.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-unsafe fn bf16_tile<const M: usize, const N: usize>(
-    a: *const half::bf16,
-    a_stride: usize,
-    w: *const half::bf16,
-    inputs: usize,
-    out: SharedMut,
-    out_stride: usize,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); N]; M];
-    let full = inputs / BF16_LANES * BF16_LANES;
-    let remainder = inputs - full;
-    let mut k = 0;
-    while k < inputs {
-        // SAFETY (all loads): `a` rows hold `a_stride >= inputs rounded up to 32` values; the
-        // weight rows are read in full 32-value steps, the last step masked to the row.
-        let mut rows = [_mm512_setzero_si512(); M];
-        for (m, row) in rows.iter_mut().enumerate() {
-            *row = unsafe { _mm512_loadu_si512(a.add(m * a_stride + k).cast()) };
-        }
-        for n in 0..N {
-            let pointer = unsafe { w.add(n * inputs + k) };
-            let weights = if k < full {
-                unsafe { _mm512_loadu_si512(pointer.cast()) }
-            } else {
-                let mask: __mmask32 = (1u32 << remainder) - 1;
-                unsafe { _mm512_maskz_loadu_epi16(mask, pointer.cast()) }
-            };
-            let weights: __m512bh = unsafe { std::mem::transmute(weights) };
-            for (sums, row) in acc.iter_mut().zip(&rows) {
-                let row: __m512bh = unsafe { std::mem::transmute(*row) };
-                sums[n] = _mm512_dpbf16_ps(sums[n], row, weights);
-            }
-        }
-        k += BF16_LANES;
-    }
-    for (m, sums) in acc.iter().enumerate() {
-        for (n, sum) in sums.iter().enumerate() {
-            // SAFETY: the caller's tile lies inside `out`.
-            unsafe { *out.offset(m * out_stride + n).ptr() = _mm512_reduce_add_ps(*sum) };
-        }
-    }
-}
-
-/// `out[r, f] = Σ_k bf16(x[r, k]) * w[f, k]`, accumulated in f32, for `rows` f32 input rows
-/// and a bf16 weight `[features, inputs]`: the inputs are rounded to bf16 (round to nearest
-/// even) as a bf16 model computes. Only called when [`bf16_dot_products_available`].
-fn bf16_matmul(
-    x: &[f32],
-    rows: usize,
-    weight: &[half::bf16],
-    features: usize,
-    inputs: usize,
-) -> Vec<f32> {
-    let a_stride = inputs.div_ceil(BF16_LANES) * BF16_LANES;
-    let mut a = vec![half::bf16::ZERO; rows * a_stride];
-    a.par_chunks_mut(a_stride)
-        .zip(x.par_chunks(inputs))
-        .for_each(|(rounded, row)| {
-            for (to, from) in rounded.iter_mut().zip(row) {
-                *to = half::bf16::from_f32(*from);
-            }
-        });
-    let mut out = uninit_vec(rows * features);
-    let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
-    (0..features.div_ceil(BF16_FEATURES_PER_TASK))
-        .into_par_iter()
-        .for_each(|task| {
-            let first = task * BF16_FEATURES_PER_TASK;
-            let last = (first + BF16_FEATURES_PER_TASK).min(features);
-            bf16_matmul_block(
-                &a,
-                a_stride,
-                rows,
-                weight,
-                inputs,
-                first..last,
-                shared,
-                features,
-            );
-        });
-    // SAFETY: the tasks cover every feature of every row.
-    unsafe { assume_init(out) }
-}
-
-/// The columns `block` of [`bf16_matmul`]'s output, in register tiles.
-#[allow(clippy::too_many_arguments)]
-fn bf16_matmul_block(
-    a: &[half::bf16],
-    a_stride: usize,
-    rows: usize,
-    weight: &[half::bf16],
-    inputs: usize,
-    block: std::ops::Range<usize>,
-    out: SharedMut,
-    features: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    for row in (0..rows).step_by(BF16_TILE_ROWS) {
-        let tile_rows = BF16_TILE_ROWS.min(rows - row);
-        let mut feature = block.start;
-        while feature < block.end {
-            let tile_features = BF16_TILE_FEATURES.min(block.end - feature);
-            let a_tile = a[row * a_stride..].as_ptr();
-            let out_tile = out.offset(row * features + feature);
-            // SAFETY: the processor has AVX-512 BF16 (checked by the caller); the tile lies
-            // inside `a`, `weight` and the output.
-            unsafe {
-                if tile_rows == BF16_TILE_ROWS && tile_features == BF16_TILE_FEATURES {
-                    bf16_tile::<BF16_TILE_ROWS, BF16_TILE_FEATURES>(
-                        a_tile,
-                        a_stride,
-                        weight[feature * inputs..].as_ptr(),
-                        inputs,
-                        out_tile,
-                        features,
-                    );
-                } else {
-                    for m in 0..tile_rows {
-                        for n in 0..tile_features {
-                            bf16_tile::<1, 1>(
-                                a_tile.add(m * a_stride),
-                                a_stride,
-                                weight[(feature + n) * inputs..].as_ptr(),
-                                inputs,
-                                out_tile.offset(m * features + n),
-                                features,
-                            );
-                        }
-                    }
-                }
-            }
-            feature += tile_features;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (a, a_stride, rows, weight, inputs, block, out, features);
-        unreachable!("bf16 dot products are only used on x86-64");
-    }
-}
-
-/// `x · weightᵀ` for f32 inputs `[.., inputs]` and a bf16 weight `[features, inputs]`,
-/// in f32: `[.., features]`.
+/// `x · weightᵀ` for f32 inputs `[.., inputs]` and a row-major bf16 weight `[features,
+/// inputs]` (an embedding table used as the output projection), in f32: `[.., features]`.
 ///
 /// A few rows (decoding one token) read the bf16 weight directly, widening it in registers,
-/// so a step reads half the bytes of an f32 weight. More rows (a prefill) round the inputs
-/// to bf16 and multiply with the processor's bf16 dot-product instructions where it has
-/// them (AVX-512 BF16: twice the f32 arithmetic rate), else widen the weight once and use
-/// the f32 matrix product. On other devices or dtypes it is candle's matmul.
+/// so a step reads half the bytes of an f32 weight; more rows widen the weight once and use
+/// the f32 matrix product. On other devices or dtypes it is candle's matmul. Weights that
+/// are not shared with a lookup table are better packed: see [`ProductWeight`].
 pub fn linear_bf16_weights(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (features, inputs) = weight.dims2()?;
     let direct = x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::BF16;
     let rows = x.elem_count() / inputs.max(1);
-    if !direct || (rows > BF16_DIRECT_MAX_ROWS && !bf16_dot_products_available()) {
+    if !direct || rows > BF16_DIRECT_MAX_ROWS {
         let weight = weight.to_dtype(x.dtype())?;
         return x.broadcast_matmul(&weight.t()?);
     }
@@ -1363,12 +1341,6 @@ pub fn linear_bf16_weights(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         candle_core::bail!("expected a contiguous tensor");
     };
     let weight_data = &cpu.as_slice::<half::bf16>()?[start..end];
-    if rows > BF16_DIRECT_MAX_ROWS {
-        let output = with_f32(x, |x_data| {
-            Ok(bf16_matmul(x_data, rows, weight_data, features, inputs))
-        })?;
-        return Tensor::from_vec(output, shape, x.device());
-    }
     let output = with_f32(x, |x_data| {
         let mut out = uninit_vec(rows * features);
         let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
@@ -1536,13 +1508,14 @@ mod tests {
         let weight = random(&[inner, cols], 8);
         let bias = random(&[cols], 9);
         let plain = x.matmul(&weight).unwrap().broadcast_add(&bias).unwrap();
-        let fused = pointwise_conv(&x, &weight, &bias, Activation::Gelu).unwrap();
+        let weight_plain = ProductWeight::Plain(weight.clone());
+        let fused = pointwise_conv(&x, &weight_plain, Some(&bias), Activation::Gelu).unwrap();
         assert!(
             max_abs_diff(&fused, &plain.gelu_erf().unwrap()) < 1e-4,
             "{rows}x{inner}x{cols}"
         );
         let residual = random(&[rows, cols], 10);
-        let summed = pointwise_conv_residual(&x, &weight, &bias, &residual).unwrap();
+        let summed = pointwise_conv_residual(&x, &weight_plain, Some(&bias), &residual).unwrap();
         assert!(
             max_abs_diff(&summed, &(plain + &residual).unwrap()) < 1e-4,
             "{rows}x{inner}x{cols}"
@@ -1550,25 +1523,67 @@ mod tests {
     }
 
     #[test]
-    fn bf16_weight_products_match_f32_products_of_the_rounded_weights() {
+    fn row_major_bf16_products_match_f32_products_of_the_rounded_weights() {
         let weight = random(&[70, 45], 11).to_dtype(DType::BF16).unwrap();
         let widened = weight.to_dtype(DType::F32).unwrap();
         for rows in [1, 3, BF16_DIRECT_MAX_ROWS + 1, 11] {
             let x = random(&[1, rows, 45], 12 + rows as u64);
             let ours = linear_bf16_weights(&x, &weight).unwrap();
-            // Many rows may round the inputs to bf16 too (bf16 dot products).
-            let x = if rows > BF16_DIRECT_MAX_ROWS && bf16_dot_products_available() {
-                x.to_dtype(DType::BF16)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-            } else {
-                x
-            };
             let expected = x.broadcast_matmul(&widened.t().unwrap()).unwrap();
             assert_eq!(ours.dims(), &[1, rows, 70]);
             let diff = max_abs_diff(&ours, &expected);
             assert!(diff < 1e-5, "{rows} rows differ by {diff}");
+        }
+    }
+
+    /// The inputs as a packed bf16 product of `rows` rows multiplies them: rounded to bf16
+    /// when it uses bf16 dot products.
+    fn as_multiplied(x: &Tensor, rows: usize) -> Tensor {
+        if rows > BF16_DIRECT_MAX_ROWS && bf16_dot_products_available() {
+            x.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        } else {
+            x.clone()
+        }
+    }
+
+    #[test]
+    fn packed_bf16_products_match_f32_products_of_the_rounded_values() {
+        // Decode-sized, tiles of every height, split by rows and by columns; odd inputs and
+        // features that fill part of the last panel.
+        for (rows, inner, cols) in [
+            (1, 45, 70),
+            (3, 64, 96),
+            (5, 45, 70),
+            (27, 33, 32),
+            (1000, 64, 40),
+            (40, 96, 200),
+        ] {
+            let torch_weight = random(&[cols, inner], 31).to_dtype(DType::BF16).unwrap();
+            let weight = ProductWeight::from_torch(&torch_weight).unwrap();
+            assert!(matches!(weight, ProductWeight::PackedBf16(_)));
+            assert_eq!(weight.dims().unwrap(), (inner, cols));
+            let widened = torch_weight.to_dtype(DType::F32).unwrap().t().unwrap();
+            let x = random(&[rows, inner], 32);
+            let bias = random(&[cols], 33);
+            let plain = as_multiplied(&x, rows)
+                .matmul(&widened)
+                .unwrap()
+                .broadcast_add(&bias)
+                .unwrap();
+            let shape = format!("{rows}x{inner}x{cols}");
+            let fused = pointwise_conv(&x, &weight, Some(&bias), Activation::Gelu).unwrap();
+            let diff = max_abs_diff(&fused, &plain.gelu_erf().unwrap());
+            assert!(diff < 1e-4, "{shape}: {diff}");
+            let unbiased = pointwise_conv(&x, &weight, None, Activation::Identity).unwrap();
+            let diff = max_abs_diff(&unbiased, &(plain.broadcast_sub(&bias).unwrap()));
+            assert!(diff < 1e-4, "{shape} without bias: {diff}");
+            let residual = random(&[rows, cols], 34);
+            let summed = pointwise_conv_residual(&x, &weight, Some(&bias), &residual).unwrap();
+            let diff = max_abs_diff(&summed, &(plain + &residual).unwrap());
+            assert!(diff < 1e-4, "{shape} with residual: {diff}");
         }
     }
 

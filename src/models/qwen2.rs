@@ -11,44 +11,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde_json::Value;
 
-use super::{kernels, ModelError};
-
-/// The dtype activations flow in for weights stored in `weights` on `device`: f32 on the
-/// CPU (which has no fast bf16 arithmetic; bf16 weights are widened as they are read),
-/// the weights' own dtype elsewhere.
-pub fn activation_dtype(weights: DType, device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        weights
-    }
-}
-
-/// A linear layer `x · Wᵀ + b` whose weight may be stored in a narrower dtype than the
-/// activations (bf16 weights, f32 activations on the CPU).
-#[derive(Debug, Clone)]
-pub struct LinearLayer(candle_nn::Linear);
-
-impl LinearLayer {
-    /// A layer with `weight` `[outputs, inputs]` and an optional bias `[outputs]`, the bias
-    /// already in the activation dtype.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self(candle_nn::Linear::new(weight, bias))
-    }
-
-    /// Applies the layer to `[.., inputs]`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let weight = self.0.weight();
-        if x.dtype() == weight.dtype() {
-            return self.0.forward(x);
-        }
-        let product = kernels::linear_bf16_weights(x, weight)?;
-        match self.0.bias() {
-            Some(bias) => product.broadcast_add(bias),
-            None => Ok(product),
-        }
-    }
-}
+use super::kernels::{self, activation_dtype, Activation, Linear};
+use super::ModelError;
 
 /// The sizes of a Qwen2 decoder, read from a transformers or LLaVA `config.json`.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,8 +185,8 @@ impl RmsNorm {
 /// matrix multiplication.
 #[derive(Debug, Clone)]
 struct Attention {
-    qkv: LinearLayer,
-    output: LinearLayer,
+    qkv: Linear,
+    output: Linear,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -232,7 +196,6 @@ impl Attention {
     fn load(vb: VarBuilder, config: &Qwen2Config) -> candle_core::Result<Self> {
         let (hidden, head_dim) = (config.hidden_size, config.head_dim());
         let kv_width = config.num_key_value_heads * head_dim;
-        let activations = activation_dtype(vb.dtype(), vb.device());
         let mut weights = Vec::with_capacity(3);
         let mut biases = Vec::with_capacity(3);
         for (name, rows) in [
@@ -241,10 +204,18 @@ impl Attention {
             ("v_proj", kv_width),
         ] {
             weights.push(vb.pp(name).get((rows, hidden), "weight")?);
-            biases.push(vb.pp(name).get(rows, "bias")?.to_dtype(activations)?);
+            biases.push(vb.pp(name).get(rows, "bias")?);
         }
-        let qkv = LinearLayer::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?));
-        let output = LinearLayer::new(vb.pp("o_proj").get((hidden, hidden), "weight")?, None);
+        let qkv = Linear::from_torch(
+            &Tensor::cat(&weights, 0)?,
+            Some(&Tensor::cat(&biases, 0)?),
+            Activation::Identity,
+        )?;
+        let output = Linear::from_torch(
+            &vb.pp("o_proj").get((hidden, hidden), "weight")?,
+            None,
+            Activation::Identity,
+        )?;
         Ok(Self {
             qkv,
             output,
@@ -322,8 +293,8 @@ fn causal_mask(
 /// The SwiGLU feed-forward block; gate and up projections are one matrix multiplication.
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_up: LinearLayer,
-    down: LinearLayer,
+    gate_up: Linear,
+    down: Linear,
     intermediate: usize,
 }
 
@@ -333,11 +304,12 @@ impl Mlp {
         let gate = vb.pp("gate_proj").get((intermediate, hidden), "weight")?;
         let up = vb.pp("up_proj").get((intermediate, hidden), "weight")?;
         Ok(Self {
-            gate_up: LinearLayer::new(Tensor::cat(&[gate, up], 0)?, None),
-            down: LinearLayer::new(
-                vb.pp("down_proj").get((hidden, intermediate), "weight")?,
+            gate_up: Linear::from_torch(&Tensor::cat(&[gate, up], 0)?, None, Activation::Identity)?,
+            down: Linear::from_torch(
+                &vb.pp("down_proj").get((hidden, intermediate), "weight")?,
                 None,
-            ),
+                Activation::Identity,
+            )?,
             intermediate,
         })
     }
@@ -411,7 +383,8 @@ pub struct Qwen2 {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: LinearLayer,
+    /// The output projection `[vocab, hidden]`, row-major (it may be the embedding table).
+    lm_head: Tensor,
     rotary: Rotary,
     activations: DType,
     config: Qwen2Config,
@@ -433,9 +406,9 @@ impl Qwen2 {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let norm = RmsNorm::load(model.pp("norm"), hidden, config.rms_norm_eps)?;
         let lm_head = if config.tie_word_embeddings {
-            LinearLayer::new(embeddings.clone(), None)
+            embeddings.clone()
         } else {
-            LinearLayer::new(lm_head.get((vocab, hidden), "weight")?, None)
+            lm_head.get((vocab, hidden), "weight")?
         };
         Ok(Self {
             embed_tokens: Embedding::new(embeddings, hidden),
@@ -504,7 +477,7 @@ impl Qwen2 {
         }
         cache.len = start + seq;
         let last = x.narrow(1, seq - 1, 1)?;
-        self.lm_head.forward(&self.norm.forward(&last)?)?.squeeze(1)
+        kernels::linear_bf16_weights(&self.norm.forward(&last)?, &self.lm_head)?.squeeze(1)
     }
 }
 
