@@ -101,7 +101,8 @@ impl PackedBf16 {
             .flatten_all()?
             .to_vec1::<half::bf16>()?;
         let pairs = inputs.div_ceil(2);
-        let mut words = vec![0u32; features.div_ceil(PANEL) * pairs * PANEL];
+        let len = features.div_ceil(PANEL) * pairs * PANEL;
+        let mut words = vec![0u32; len];
         words
             .par_chunks_mut(pairs * PANEL)
             .enumerate()
@@ -287,10 +288,61 @@ unsafe fn dot_tile<const ROWS: usize>(
 #[derive(Clone, Copy)]
 struct OutPointer(*mut f32);
 
-/// Up to this many input rows share one pass over a panel in [`widened_rows`].
-const WIDENED_ROWS: usize = 4;
+/// One panel of [`PackedBf16::widened_block`] for the `ROWS` input rows from `row`: the
+/// panel's 32 sums per row stay in registers over all input pairs.
+#[inline(always)]
+fn widened_tile<M: MulAdd, const ROWS: usize>(
+    weight: &PackedBf16,
+    x: &[f32],
+    row: usize,
+    panel: usize,
+    out: OutPointer,
+    out_stride: usize,
+    accumulate: bool,
+) {
+    let inputs = weight.inputs;
+    let x: [&[f32]; ROWS] = std::array::from_fn(|r| &x[(row + r) * inputs..][..inputs]);
+    // Separate sums for the even and the odd inputs: twice the independent additions.
+    let mut sums = [[[0f32; PANEL]; 2]; ROWS];
+    let mut multiply = |words: &[u32], even: [f32; ROWS], odd: [f32; ROWS]| {
+        for (lane, &word) in words.iter().enumerate() {
+            // bf16 is the top half of an f32: widening is a shift or a mask.
+            let low = f32::from_bits(word << 16);
+            let high = f32::from_bits(word & 0xffff_0000);
+            for r in 0..ROWS {
+                sums[r][0][lane] = M::mul_add(low, even[r], sums[r][0][lane]);
+                sums[r][1][lane] = M::mul_add(high, odd[r], sums[r][1][lane]);
+            }
+        }
+    };
+    let words = weight.panel(panel);
+    let whole = inputs / 2;
+    for (pair, words) in words.chunks_exact(PANEL).take(whole).enumerate() {
+        multiply(
+            words,
+            std::array::from_fn(|r| x[r][2 * pair]),
+            std::array::from_fn(|r| x[r][2 * pair + 1]),
+        );
+    }
+    if whole * 2 < inputs {
+        // The odd last input, paired with zero.
+        let words = &words[whole * PANEL..][..PANEL];
+        multiply(words, std::array::from_fn(|r| x[r][inputs - 1]), [0.0; ROWS]);
+    }
+    let width = weight.panel_width(panel);
+    for (r, sums) in sums.iter().enumerate() {
+        let at = (row + r) * out_stride + panel * PANEL;
+        // SAFETY: the caller owns these `width` outputs of the row.
+        let to = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), width) };
+        for ((to, &even), &odd) in to.iter_mut().zip(&sums[0]).zip(&sums[1]) {
+            let sum = even + odd;
+            *to = if accumulate { *to + sum } else { sum };
+        }
+    }
+}
 
-/// [`PackedBf16::widened_block`], generic over the multiply-add instruction.
+/// [`PackedBf16::widened_block`], generic over the multiply-add instruction: up to four
+/// input rows share each pass over a panel.
 #[inline(always)]
 fn widened_rows_generic<M: MulAdd>(
     weight: &PackedBf16,
@@ -301,38 +353,35 @@ fn widened_rows_generic<M: MulAdd>(
     out_stride: usize,
     accumulate: bool,
 ) {
-    let inputs = weight.inputs;
     for panel in panels {
-        let words = weight.panel(panel);
-        let width = weight.panel_width(panel);
         let mut row = rows.start;
         while row < rows.end {
-            let count = (rows.end - row).min(WIDENED_ROWS);
-            let mut sums = [[0f32; PANEL]; WIDENED_ROWS];
-            for (pair, words) in words.chunks_exact(PANEL).enumerate() {
-                let k = 2 * pair;
-                for (r, sums) in sums.iter_mut().enumerate().take(count) {
-                    let x = &x[(row + r) * inputs..][..inputs];
-                    let (even, odd) = (x[k], x.get(k + 1).copied().unwrap_or(0.0));
-                    for (sum, &word) in sums.iter_mut().zip(words) {
-                        // bf16 is the top half of an f32: widening is a shift or a mask.
-                        let low = f32::from_bits(word << 16);
-                        let high = f32::from_bits(word & 0xffff_0000);
-                        *sum = M::mul_add(high, odd, M::mul_add(low, even, *sum));
-                    }
-                }
-            }
-            for (r, sums) in sums.iter().enumerate().take(count) {
-                let at = (row + r) * out_stride + panel * PANEL;
-                // SAFETY: the caller owns these `width` outputs of the row.
-                let to = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), width) };
-                for (to, &sum) in to.iter_mut().zip(sums) {
-                    *to = if accumulate { *to + sum } else { sum };
-                }
-            }
-            row += count;
+            let args = (weight, x, row, panel, out, out_stride, accumulate);
+            row += match rows.end - row {
+                1 => tile_with::<M, 1>(args),
+                2 => tile_with::<M, 2>(args),
+                3 => tile_with::<M, 3>(args),
+                _ => tile_with::<M, 4>(args),
+            };
         }
     }
+}
+
+/// Runs [`widened_tile`] on its arguments and returns the rows it covered.
+#[inline(always)]
+fn tile_with<M: MulAdd, const ROWS: usize>(
+    (weight, x, row, panel, out, out_stride, accumulate): (
+        &PackedBf16,
+        &[f32],
+        usize,
+        usize,
+        OutPointer,
+        usize,
+        bool,
+    ),
+) -> usize {
+    widened_tile::<M, ROWS>(weight, x, row, panel, out, out_stride, accumulate);
+    ROWS
 }
 
 dispatch! {
