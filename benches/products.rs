@@ -62,13 +62,19 @@ fn main() -> candle_core::Result<()> {
         let x = Tensor::randn(0f32, 1.0, (rows, inputs), &device)?;
         // A decoded token reads weights from memory, not cache: enough copies to
         // overflow the caches, one product with each per timed pass.
-        let copies = if rows == 1 { (COLD_BYTES / (inputs * outputs * 2)).max(1) } else { 1 };
+        let copies = if rows == 1 {
+            (COLD_BYTES / (inputs * outputs * 2)).max(1)
+        } else {
+            1
+        };
         let mut f32_weights = Vec::with_capacity(copies);
         let mut bf16_weights = Vec::with_capacity(copies);
         for _ in 0..copies {
             let torch_weight = Tensor::randn(0f32, 0.05, (outputs, inputs), &device)?;
             f32_weights.push(ProductWeight::from_torch(&torch_weight)?);
-            bf16_weights.push(ProductWeight::from_torch(&torch_weight.to_dtype(DType::BF16)?)?);
+            bf16_weights.push(ProductWeight::from_torch(
+                &torch_weight.to_dtype(DType::BF16)?,
+            )?);
         }
         let runs = if rows == 1 { 21 } else { 11 };
         let time = |weights: &[ProductWeight]| {

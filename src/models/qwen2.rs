@@ -229,7 +229,6 @@ impl Attention {
         &self,
         x: &Tensor,
         rotary: &Rotary,
-        mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
         start: usize,
     ) -> candle_core::Result<Tensor> {
@@ -253,41 +252,10 @@ impl Attention {
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
-        let groups = self.heads / self.kv_heads;
-        // Queries of one group share a key/value head: fold the group into the query rows.
-        let q = q.reshape((batch, self.kv_heads, groups * seq, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
-        let scores = match mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
-        };
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let attended = weights
-            .matmul(&v)?
-            .reshape((batch, self.heads, seq, self.head_dim))?
-            .transpose(1, 2)?
-            .reshape((batch, seq, q_width))?;
+        let attended = kernels::causal_attention(&q, &k, &v, scale)?;
         self.output.forward(&attended)
     }
-}
-
-/// `[groups * seq, total]` additive mask: query `i` (of the last `seq` positions of `total`)
-/// sees keys up to its own position.
-fn causal_mask(
-    seq: usize,
-    total: usize,
-    groups: usize,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
-    let past = total - seq;
-    let mut mask = Vec::with_capacity(groups * seq * total);
-    for _ in 0..groups {
-        for i in 0..seq {
-            mask.extend((0..total).map(|j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }));
-        }
-    }
-    Tensor::from_vec(mask, (groups * seq, total), device)
 }
 
 /// The SwiGLU feed-forward block; gate and up projections are one matrix multiplication.
@@ -345,13 +313,12 @@ impl DecoderLayer {
         &self,
         x: &Tensor,
         rotary: &Rotary,
-        mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
         start: usize,
     ) -> candle_core::Result<Tensor> {
         let attended =
             self.attention
-                .forward(&self.input_norm.forward(x)?, rotary, mask, cache, start)?;
+                .forward(&self.input_norm.forward(x)?, rotary, cache, start)?;
         let x = (x + attended)?;
         let mlp = self.mlp.forward(&self.post_attention_norm.forward(&x)?)?;
         x + mlp
@@ -464,16 +431,9 @@ impl Qwen2 {
         if cache.layers.len() != self.layers.len() {
             cache.layers = vec![None; self.layers.len()];
         }
-        // One causal mask serves every layer; a single new position sees everything.
-        let mask = if seq > 1 {
-            let groups = self.config.num_attention_heads / self.config.num_key_value_heads;
-            Some(causal_mask(seq, start + seq, groups, embeds.device())?.to_dtype(embeds.dtype())?)
-        } else {
-            None
-        };
         let mut x = embeds.clone();
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, &self.rotary, mask.as_ref(), layer_cache, start)?;
+            x = layer.forward(&x, &self.rotary, layer_cache, start)?;
         }
         cache.len = start + seq;
         let last = x.narrow(1, seq - 1, 1)?;

@@ -327,7 +327,11 @@ fn widened_tile<M: MulAdd, const ROWS: usize>(
     if whole * 2 < inputs {
         // The odd last input, paired with zero.
         let words = &words[whole * PANEL..][..PANEL];
-        multiply(words, std::array::from_fn(|r| x[r][inputs - 1]), [0.0; ROWS]);
+        multiply(
+            words,
+            std::array::from_fn(|r| x[r][inputs - 1]),
+            [0.0; ROWS],
+        );
     }
     let width = weight.panel_width(panel);
     for (r, sums) in sums.iter().enumerate() {

@@ -1,0 +1,317 @@
+//! Causal self-attention with grouped key/value heads, fused for the CPU.
+//!
+//! Composed from candle ops, attention costs a dozen passes over its scores (product,
+//! scale, mask, softmax's three, product, transposes), most of them single-threaded: a
+//! third of a 316-position prefill and much of each decoded token. Here each query row
+//! computes its scores, their softmax and the weighted sum of values in one pass, query
+//! rows in parallel, and writes the `[positions, heads * head_dim]` layout the output
+//! projection reads.
+
+use candle_core::{Device, Result, Tensor};
+use rayon::prelude::*;
+
+use super::{exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, Simd};
+
+/// Softmax attention of `q` `[batch, heads, seq, head_dim]` over `k` and `v` `[batch,
+/// kv_heads, total, head_dim]`, where the queries are the last `seq` of `total` positions
+/// and each sees the keys up to its own position; query head `h` reads key/value head
+/// `h / (heads / kv_heads)`. Scores are scaled by `scale`. Returns `[batch, seq, heads *
+/// head_dim]`.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (batch, heads, seq, head_dim) = q.dims4()?;
+    let (_, kv_heads, total, _) = k.dims4()?;
+    if k.dims() != v.dims() || k.dim(0)? != batch || k.dim(3)? != head_dim {
+        candle_core::bail!(
+            "attention shapes do not fit: q {:?}, k {:?}, v {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    if kv_heads == 0 || heads % kv_heads != 0 || seq > total {
+        candle_core::bail!(
+            "{heads} query heads over {kv_heads} key/value heads, {seq} of {total} positions"
+        );
+    }
+    if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) {
+        return candle_attention(q, k, v, scale);
+    }
+    let shape = Shape {
+        heads,
+        kv_heads,
+        seq,
+        total,
+        head_dim,
+    };
+    // Keys transposed, `[batch, kv_heads, head_dim, total]`: a query's scores are then
+    // accumulated over `head_dim` for many keys at once, in vector registers.
+    let keys_t = k.transpose(2, 3)?.contiguous()?;
+    let out = with_f32(q, |q| {
+        with_f32(&keys_t, |k| {
+            with_f32(v, |v| {
+                let mut out = vec![0f32; batch * seq * heads * head_dim];
+                out.par_chunks_mut(heads * head_dim)
+                    .enumerate()
+                    .for_each_init(
+                        || vec![0f32; total],
+                        |scores, (row, out)| {
+                            let (item, position) = (row / seq, row % seq);
+                            let q = &q[item * heads * seq * head_dim..][..heads * seq * head_dim];
+                            let kv_len = kv_heads * total * head_dim;
+                            let k = &k[item * kv_len..][..kv_len];
+                            let v = &v[item * kv_len..][..kv_len];
+                            attention_row(q, k, v, shape, position, scale as f32, scores, out);
+                        },
+                    );
+                Ok(out)
+            })
+        })
+    })?;
+    Tensor::from_vec(out, (batch, seq, heads * head_dim), &Device::Cpu)
+}
+
+/// The same attention composed from candle ops (other devices and dtypes).
+fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (batch, heads, seq, head_dim) = q.dims4()?;
+    let (kv_heads, total) = (k.dim(1)?, k.dim(2)?);
+    let groups = heads / kv_heads;
+    // Queries of one group share a key/value head: fold the group into the query rows.
+    let q = q.reshape((batch, kv_heads, groups * seq, head_dim))?;
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = if seq > 1 {
+        let past = total - seq;
+        let mask: Vec<f32> = (0..groups * seq)
+            .flat_map(|row| {
+                let i = row % seq;
+                (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (groups * seq, total), q.device())?;
+        scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?
+    } else {
+        scores
+    };
+    let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+    weights
+        .matmul(&v.contiguous()?)?
+        .reshape((batch, heads, seq, head_dim))?
+        .transpose(1, 2)?
+        .reshape((batch, seq, heads * head_dim))
+}
+
+/// Keys whose scores one query accumulates together in registers.
+const KEY_BLOCK: usize = 32;
+
+/// Output dimensions one query head accumulates together in registers.
+const VALUE_BLOCK: usize = 64;
+
+/// The sizes of one batch item's attention.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    heads: usize,
+    kv_heads: usize,
+    seq: usize,
+    total: usize,
+    head_dim: usize,
+}
+
+/// One query position, all heads: `out[h * head_dim..]` is head `h`'s weighted sum of the
+/// values it may see; `k` holds the keys transposed (`[kv_heads, head_dim, total]`), `v`
+/// the values (`[kv_heads, total, head_dim]`); `scores` is scratch of `total` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_row_generic<M: MulAdd>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: Shape,
+    position: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let Shape {
+        heads,
+        kv_heads,
+        seq,
+        total,
+        head_dim,
+    } = shape;
+    let groups = heads / kv_heads;
+    let visible = total - seq + position + 1;
+    let scores = &mut scores[..visible];
+    for head in 0..heads {
+        let query = &q[(head * seq + position) * head_dim..][..head_dim];
+        let kv_head = head / groups;
+        let keys_t = &k[kv_head * head_dim * total..][..head_dim * total];
+        let values = &v[kv_head * total * head_dim..][..visible * head_dim];
+        let whole = visible / KEY_BLOCK * KEY_BLOCK;
+        for (block, scores) in scores[..whole].chunks_exact_mut(KEY_BLOCK).enumerate() {
+            let mut sums = [0f32; KEY_BLOCK];
+            for (d, &q) in query.iter().enumerate() {
+                let keys: &[f32; KEY_BLOCK] = keys_t[d * total + block * KEY_BLOCK..][..KEY_BLOCK]
+                    .try_into()
+                    .expect("a block of keys");
+                for (sum, &key) in sums.iter_mut().zip(keys) {
+                    *sum = M::mul_add(q, key, *sum);
+                }
+            }
+            for (score, sum) in scores.iter_mut().zip(sums) {
+                *score = sum * scale;
+            }
+        }
+        // The last, partial block: the same sums, over fewer keys.
+        let tail = &mut scores[whole..];
+        if !tail.is_empty() {
+            let mut sums = [0f32; KEY_BLOCK];
+            for (d, &q) in query.iter().enumerate() {
+                let keys = &keys_t[d * total + whole..][..tail.len()];
+                for (sum, &key) in sums.iter_mut().zip(keys) {
+                    *sum = M::mul_add(q, key, *sum);
+                }
+            }
+            for (score, sum) in tail.iter_mut().zip(sums) {
+                *score = sum * scale;
+            }
+        }
+        let max = lane_reduce(scores, f32::NEG_INFINITY, f32::max);
+        for score in scores.iter_mut() {
+            *score = exp_nonpositive::<M>(*score - max);
+        }
+        let total_weight = lane_reduce(scores, 0.0, |a, b| a + b);
+        let inverse = 1.0 / total_weight;
+        let out = &mut out[head * head_dim..][..head_dim];
+        // The weighted sum of the values, `VALUE_BLOCK` dimensions at a time in registers.
+        for (block, out) in out.chunks_mut(VALUE_BLOCK).enumerate() {
+            let mut sums = [0f32; VALUE_BLOCK];
+            let first = block * VALUE_BLOCK;
+            let rows = scores.iter().zip(values.chunks_exact(head_dim));
+            if out.len() == VALUE_BLOCK {
+                // A whole block: fixed sizes keep the sums in registers.
+                for (&weight, value) in rows {
+                    let value: &[f32; VALUE_BLOCK] =
+                        value[first..][..VALUE_BLOCK].try_into().expect("a block");
+                    for (sum, &x) in sums.iter_mut().zip(value) {
+                        *sum = M::mul_add(weight, x, *sum);
+                    }
+                }
+            } else {
+                for (&weight, value) in rows {
+                    for (sum, &x) in sums.iter_mut().zip(&value[first..first + out.len()]) {
+                        *sum = M::mul_add(weight, x, *sum);
+                    }
+                }
+            }
+            for (o, sum) in out.iter_mut().zip(sums) {
+                *o = sum * inverse;
+            }
+        }
+    }
+}
+
+/// `values` folded with `f` in 16 independent lanes (so that the compiler vectorises it),
+/// then across the lanes.
+#[inline(always)]
+fn lane_reduce(values: &[f32], identity: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [identity; LANES];
+    let whole = values.len() / LANES * LANES;
+    for chunk in values[..whole].chunks_exact(LANES) {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = f(*lane, value);
+        }
+    }
+    let partial = values[whole..].iter().fold(identity, |a, &b| f(a, b));
+    lanes.iter().fold(partial, |a, &b| f(a, b))
+}
+
+dispatch! {
+    /// [`attention_row_generic`] with the processor's widest vector instructions.
+    fn attention_row => attention_row_generic(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: Shape,
+        position: usize,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let count: usize = shape.iter().product();
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+        let data: Vec<f32> = (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_candle_ops() {
+        // A prefill from scratch, a prefill after cached positions, and one decoded token,
+        // shorter and longer than a block of keys, heads narrower and wider than a block of
+        // values; 6 query heads over 2 key/value heads, 2 batch items.
+        for (seq, total, head_dim) in [
+            (7, 7, 16),
+            (5, 12, 16),
+            (1, 9, 16),
+            (40, 40, 64),
+            (3, 75, 80),
+            (1, 97, 64),
+        ] {
+            let q = random(&[2, 6, seq, head_dim], seq as u64);
+            let k = random(&[2, 2, total, head_dim], 100 + total as u64);
+            let v = random(&[2, 2, total, head_dim], 200 + total as u64);
+            let fused = causal_attention(&q, &k, &v, 0.25).unwrap();
+            let reference = candle_attention(&q, &k, &v, 0.25).unwrap();
+            assert_eq!(fused.dims(), &[2, seq, 6 * head_dim]);
+            assert_eq!(reference.dims(), fused.dims());
+            let diff = (fused - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "{seq} of {total} positions differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn a_query_sees_only_earlier_positions() {
+        // Changing the last key and value must not change any earlier query's output.
+        let q = random(&[1, 2, 4, 8], 1);
+        let k = random(&[1, 1, 4, 8], 2);
+        let v = random(&[1, 1, 4, 8], 3);
+        let before = causal_attention(&q, &k, &v, 0.5).unwrap();
+        let changed = |t: &Tensor| {
+            let head = t.narrow(2, 0, 3).unwrap();
+            Tensor::cat(&[&head, &(t.narrow(2, 3, 1).unwrap() + 5.0).unwrap()], 2).unwrap()
+        };
+        let after = causal_attention(&q, &changed(&k), &changed(&v), 0.5).unwrap();
+        let rows = |t: &Tensor, n| {
+            t.narrow(1, 0, n)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(rows(&before, 3), rows(&after, 3));
+        assert_ne!(rows(&before, 4), rows(&after, 4));
+    }
+}
