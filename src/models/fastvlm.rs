@@ -744,7 +744,7 @@ impl FastVlm {
 fn load_projector(vb: VarBuilder, config: &FastVlmConfig) -> candle_core::Result<(Linear, Linear)> {
     let (features, hidden) = (config.vision.num_features(), config.text.hidden_size);
     let linear = |name: &str, inputs: usize| -> candle_core::Result<Linear> {
-        Linear::from_torch(
+        Linear::from_torch_as_loaded(
             &vb.pp(name).get((hidden, inputs), "weight")?,
             Some(&vb.pp(name).get(hidden, "bias")?),
             Activation::Identity,

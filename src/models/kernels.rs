@@ -868,20 +868,41 @@ dispatch! {
 #[derive(Debug, Clone)]
 pub enum ProductWeight {
     /// `[inputs, outputs]`, in the activations' dtype: f32 on the CPU runs the `gemm`
-    /// crate's kernels, anything else candle's matmul.
+    /// crate's kernels (this layout is the one they read fastest), anything else candle's
+    /// matmul.
     Plain(Tensor),
+    /// PyTorch's `[outputs, inputs]` as loaded, otherwise like [`Self::Plain`]: a language
+    /// model's weights, which a transposed copy at load would double in memory for a while
+    /// and scatter over the heap (the image encoder, run next, then faults in fresh pages).
+    AsLoaded(Tensor),
     /// bf16 in the panel layout of [`PackedBf16`], multiplied with f32 activations (CPU).
     PackedBf16(Arc<PackedBf16>),
 }
 
 impl ProductWeight {
     /// Stores PyTorch's `[outputs, inputs]` weight: packed when it is bf16 on the CPU
-    /// (bf16 products, f32 activations), else transposed as it is.
+    /// (bf16 products, f32 activations), else transposed.
     pub fn from_torch(weight: &Tensor) -> Result<Self> {
+        match Self::packed(weight)? {
+            Some(packed) => Ok(packed),
+            None => Ok(Self::Plain(weight.t()?.contiguous()?)),
+        }
+    }
+
+    /// Like [`Self::from_torch`], but an unpacked weight stays as it was loaded.
+    pub fn from_torch_as_loaded(weight: &Tensor) -> Result<Self> {
+        match Self::packed(weight)? {
+            Some(packed) => Ok(packed),
+            None => Ok(Self::AsLoaded(weight.contiguous()?)),
+        }
+    }
+
+    /// The packed form of a bf16 weight on the CPU.
+    fn packed(weight: &Tensor) -> Result<Option<Self>> {
         if weight.device().is_cpu() && weight.dtype() == DType::BF16 {
-            Ok(Self::PackedBf16(Arc::new(PackedBf16::pack(weight)?)))
+            Ok(Some(Self::PackedBf16(Arc::new(PackedBf16::pack(weight)?))))
         } else {
-            Ok(Self::Plain(weight.t()?.contiguous()?))
+            Ok(None)
         }
     }
 
@@ -889,6 +910,10 @@ impl ProductWeight {
     pub fn dims(&self) -> Result<(usize, usize)> {
         match self {
             Self::Plain(weight) => weight.dims2(),
+            Self::AsLoaded(weight) => {
+                let (outputs, inputs) = weight.dims2()?;
+                Ok((inputs, outputs))
+            }
             Self::PackedBf16(weight) => Ok((weight.inputs(), weight.features())),
         }
     }
@@ -897,6 +922,7 @@ impl ProductWeight {
     fn candle_product(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Plain(weight) => x.broadcast_matmul(weight),
+            Self::AsLoaded(weight) => x.broadcast_matmul(&weight.t()?),
             Self::PackedBf16(_) => candle_core::bail!("packed bf16 weights need the CPU kernels"),
         }
     }
@@ -905,8 +931,8 @@ impl ProductWeight {
 /// Which product the CPU kernels run for a weight and a row count.
 #[derive(Clone, Copy)]
 enum Product<'a> {
-    /// f32 `[inner, cols]` through the `gemm` crate.
-    F32(&'a [f32]),
+    /// f32 `[inner, cols]` (`[cols, inner]` when `as_loaded`) through the `gemm` crate.
+    F32 { weight: &'a [f32], as_loaded: bool },
     /// Packed bf16 with bf16-rounded inputs (from [`packed_bf16::round_rows`]) and
     /// AVX-512 BF16 dot products.
     Bf16Dots(&'a PackedBf16, &'a [u32]),
@@ -939,13 +965,14 @@ fn fused_product(
 ) -> Result<Vec<f32>> {
     let rounded;
     let product = match weight {
-        ProductWeight::Plain(weight) => {
-            return with_f32(weight, |weight| {
-                let product = Product::F32(weight);
+        ProductWeight::Plain(tensor) | ProductWeight::AsLoaded(tensor) => {
+            let as_loaded = matches!(weight, ProductWeight::AsLoaded(_));
+            return with_f32(tensor, |weight| {
+                let product = Product::F32 { weight, as_loaded };
                 Ok(run_product(
                     x, product, bias, residual, activation, rows, inner, cols,
                 ))
-            })
+            });
         }
         ProductWeight::PackedBf16(weight)
             if rows > BF16_DIRECT_MAX_ROWS && bf16_dot_products_available() =>
@@ -976,6 +1003,14 @@ fn run_product(
     let mut out = uninit_vec(rows * cols);
     let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
     let threads = rayon::current_num_threads().max(1);
+    // A weight as loaded is packed by `gemm` for every task that reads it, transposing it
+    // on the way: one task, parallel inside `gemm`, packs it once.
+    let shared_packing = matches!(product, Product::F32 { as_loaded: true, .. });
+    let parallelism = if shared_packing {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // One task: rows [r0, r1) x columns [c0, c1).
     let task = |r0: usize, r1: usize, c0: usize, c1: usize| {
         let block = dst.offset(r0 * cols + c0);
@@ -991,7 +1026,7 @@ fn run_product(
         // task's own block of `out`; when not accumulating the block may be uninitialised.
         unsafe {
             match product {
-                Product::F32(weight) => gemm::gemm(
+                Product::F32 { weight, as_loaded } => gemm::gemm(
                     m,
                     n,
                     inner,
@@ -1002,15 +1037,15 @@ fn run_product(
                     x.as_ptr().add(r0 * inner),
                     1,
                     inner as isize,
-                    weight.as_ptr().add(c0),
-                    1,
-                    cols as isize,
+                    weight.as_ptr().add(if as_loaded { c0 * inner } else { c0 }),
+                    if as_loaded { inner as isize } else { 1 },
+                    if as_loaded { 1 } else { cols as isize },
                     1.0,
                     1.0,
                     false,
                     false,
                     false,
-                    Parallelism::None,
+                    parallelism,
                 ),
                 Product::Bf16Dots(weight, a) => {
                     weight.product_block(a, r0..r1, panels, dst.ptr(), cols, accumulate)
@@ -1026,10 +1061,10 @@ fn run_product(
     };
     // Column splits fall on whole registers (f32) or whole panels (packed bf16).
     let column_step = match product {
-        Product::F32(_) => 16,
+        Product::F32 { .. } => 16,
         Product::Bf16Dots(..) | Product::Bf16Widened(_) => PANEL,
     };
-    if threads == 1 || rows * cols * inner < 1 << 16 {
+    if threads == 1 || shared_packing || rows * cols * inner < 1 << 16 {
         task(0, rows, 0, cols);
     } else if rows >= threads * MIN_ROWS_PER_TASK {
         // Blocks of rows, their count a multiple of the threads so that none idles at the end.
@@ -1078,7 +1113,7 @@ fn with_optional_f32<R>(
 /// Whether the direct CPU kernels apply to a product of `x` with `weight`.
 fn direct_product(x: &Tensor, weight: &ProductWeight, others: &[Option<&Tensor>]) -> bool {
     let weight_direct = match weight {
-        ProductWeight::Plain(weight) => on_cpu_f32(weight),
+        ProductWeight::Plain(weight) | ProductWeight::AsLoaded(weight) => on_cpu_f32(weight),
         ProductWeight::PackedBf16(_) => true,
     };
     weight_direct && on_cpu_f32(x) && others.iter().flatten().all(|t| on_cpu_f32(t))
@@ -1224,9 +1259,34 @@ impl Linear {
         bias: Option<&Tensor>,
         activation: Activation,
     ) -> Result<Self> {
+        Self::new(ProductWeight::from_torch(weight)?, weight, bias, activation)
+    }
+
+    /// Like [`Self::from_torch`], but an unpacked weight stays as it was loaded (see
+    /// [`ProductWeight::AsLoaded`]).
+    pub fn from_torch_as_loaded(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<Self> {
+        Self::new(
+            ProductWeight::from_torch_as_loaded(weight)?,
+            weight,
+            bias,
+            activation,
+        )
+    }
+
+    /// The layer with `stored`, the form of `weight` it multiplies with.
+    fn new(
+        stored: ProductWeight,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<Self> {
         let activations = activation_dtype(weight.dtype(), weight.device());
         Ok(Self {
-            weight: ProductWeight::from_torch(weight)?,
+            weight: stored,
             bias: bias.map(|bias| bias.to_dtype(activations)).transpose()?,
             activation,
         })
@@ -1510,18 +1570,22 @@ mod tests {
         let weight = random(&[inner, cols], 8);
         let bias = random(&[cols], 9);
         let plain = x.matmul(&weight).unwrap().broadcast_add(&bias).unwrap();
-        let weight_plain = ProductWeight::Plain(weight.clone());
-        let fused = pointwise_conv(&x, &weight_plain, Some(&bias), Activation::Gelu).unwrap();
-        assert!(
-            max_abs_diff(&fused, &plain.gelu_erf().unwrap()) < 1e-4,
-            "{rows}x{inner}x{cols}"
-        );
-        let residual = random(&[rows, cols], 10);
-        let summed = pointwise_conv_residual(&x, &weight_plain, Some(&bias), &residual).unwrap();
-        assert!(
-            max_abs_diff(&summed, &(plain + &residual).unwrap()) < 1e-4,
-            "{rows}x{inner}x{cols}"
-        );
+        let torch_weight = weight.t().unwrap();
+        let stored = [
+            ProductWeight::from_torch(&torch_weight).unwrap(),
+            ProductWeight::from_torch_as_loaded(&torch_weight).unwrap(),
+        ];
+        for weight in &stored {
+            let shape = format!("{rows}x{inner}x{cols} {weight:?}");
+            assert_eq!(weight.dims().unwrap(), (inner, cols));
+            let fused = pointwise_conv(&x, weight, Some(&bias), Activation::Gelu).unwrap();
+            let diff = max_abs_diff(&fused, &plain.gelu_erf().unwrap());
+            assert!(diff < 1e-4, "{shape}: {diff}");
+            let residual = random(&[rows, cols], 10);
+            let summed = pointwise_conv_residual(&x, weight, Some(&bias), &residual).unwrap();
+            let diff = max_abs_diff(&summed, &(&plain + &residual).unwrap());
+            assert!(diff < 1e-4, "{shape} with residual: {diff}");
+        }
     }
 
     #[test]

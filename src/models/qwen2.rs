@@ -206,12 +206,12 @@ impl Attention {
             weights.push(vb.pp(name).get((rows, hidden), "weight")?);
             biases.push(vb.pp(name).get(rows, "bias")?);
         }
-        let qkv = Linear::from_torch(
+        let qkv = Linear::from_torch_as_loaded(
             &Tensor::cat(&weights, 0)?,
             Some(&Tensor::cat(&biases, 0)?),
             Activation::Identity,
         )?;
-        let output = Linear::from_torch(
+        let output = Linear::from_torch_as_loaded(
             &vb.pp("o_proj").get((hidden, hidden), "weight")?,
             None,
             Activation::Identity,
@@ -272,8 +272,12 @@ impl Mlp {
         let gate = vb.pp("gate_proj").get((intermediate, hidden), "weight")?;
         let up = vb.pp("up_proj").get((intermediate, hidden), "weight")?;
         Ok(Self {
-            gate_up: Linear::from_torch(&Tensor::cat(&[gate, up], 0)?, None, Activation::Identity)?,
-            down: Linear::from_torch(
+            gate_up: Linear::from_torch_as_loaded(
+                &Tensor::cat(&[gate, up], 0)?,
+                None,
+                Activation::Identity,
+            )?,
+            down: Linear::from_torch_as_loaded(
                 &vb.pp("down_proj").get((hidden, intermediate), "weight")?,
                 None,
                 Activation::Identity,
