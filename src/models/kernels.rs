@@ -160,8 +160,8 @@ pub use attention::causal_attention;
 pub use packed_bf16::PackedBf16;
 use packed_bf16::{bf16_dot_products_available, PANEL};
 
-/// A vector of `len` f32 values to be written before being read.
-fn uninit_vec(len: usize) -> Vec<MaybeUninit<f32>> {
+/// A vector of `len` values to be written before being read.
+fn uninit_vec<T>(len: usize) -> Vec<MaybeUninit<T>> {
     let mut data = Vec::with_capacity(len);
     // SAFETY: `MaybeUninit` needs no initialisation.
     unsafe { data.set_len(len) };
@@ -172,10 +172,10 @@ fn uninit_vec(len: usize) -> Vec<MaybeUninit<f32>> {
 ///
 /// # Safety
 /// Every element must be initialised.
-unsafe fn assume_init(data: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+unsafe fn assume_init<T>(data: Vec<MaybeUninit<T>>) -> Vec<T> {
     let mut data = std::mem::ManuallyDrop::new(data);
     // SAFETY: same layout, length and capacity; the caller guarantees initialisation.
-    unsafe { Vec::from_raw_parts(data.as_mut_ptr().cast::<f32>(), data.len(), data.capacity()) }
+    unsafe { Vec::from_raw_parts(data.as_mut_ptr().cast::<T>(), data.len(), data.capacity()) }
 }
 
 /// A raw pointer that parallel tasks share to write disjoint parts of one buffer.
@@ -1000,7 +1000,7 @@ fn run_product(
     inner: usize,
     cols: usize,
 ) -> Vec<f32> {
-    let mut out = uninit_vec(rows * cols);
+    let mut out = uninit_vec::<f32>(rows * cols);
     let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
     let threads = rayon::current_num_threads().max(1);
     // A weight as loaded is packed by `gemm` for every task that reads it, transposing it
@@ -1066,7 +1066,9 @@ fn run_product(
     };
     if threads == 1 || shared_packing || rows * cols * inner < 1 << 16 {
         task(0, rows, 0, cols);
-    } else if rows >= threads * MIN_ROWS_PER_TASK {
+    } else if rows >= threads * MIN_ROWS_PER_TASK
+        && !(matches!(product, Product::Bf16Dots(..)) && rows <= MAX_ROWS_PER_TASK)
+    {
         // Blocks of rows, their count a multiple of the threads so that none idles at the end.
         let blocks = rows.div_ceil(MAX_ROWS_PER_TASK).max(threads * 2);
         let per_task = rows.div_ceil(blocks.next_multiple_of(threads));
@@ -1074,7 +1076,8 @@ fn run_product(
             .into_par_iter()
             .for_each(|i| task(i * per_task, ((i + 1) * per_task).min(rows), 0, cols));
     } else {
-        // Few rows: split the columns.
+        // Few rows (or a packed weight that one block of rows covers): split the columns,
+        // so that each weight value is read once.
         let per_task = cols.div_ceil(threads).next_multiple_of(column_step);
         (0..cols.div_ceil(per_task))
             .into_par_iter()
@@ -1404,7 +1407,7 @@ pub fn linear_bf16_weights(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     };
     let weight_data = &cpu.as_slice::<half::bf16>()?[start..end];
     let output = with_f32(x, |x_data| {
-        let mut out = uninit_vec(rows * features);
+        let mut out = uninit_vec::<f32>(rows * features);
         let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
         (0..features.div_ceil(BF16_ROWS_PER_TASK))
             .into_par_iter()

@@ -17,7 +17,7 @@ use std::ops::Range;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{simd, Fused, MulAdd, Plain, Simd};
+use super::{assume_init, simd, uninit_vec, Fused, MulAdd, Plain, Simd};
 
 /// Features per panel: two 16-lane registers of sums.
 pub const PANEL: usize = 32;
@@ -55,40 +55,45 @@ pub fn bf16_dot_products_available() -> bool {
 pub unsafe fn round_rows(x: &[f32], inputs: usize) -> Vec<u32> {
     let pairs = inputs.div_ceil(2);
     let rows = x.len() / inputs.max(1);
-    let mut words = vec![0u32; rows * pairs];
+    let mut words = uninit_vec::<u32>(rows * pairs);
     words
         .par_chunks_mut(pairs)
         .zip(x.par_chunks(inputs))
-        // SAFETY: the caller checked the processor.
-        .for_each(|(words, row)| unsafe { round_row(row, words) });
-    words
+        // SAFETY: the caller checked the processor; each row's words are its own.
+        .for_each(|(words, row)| unsafe { round_row(row, words.as_mut_ptr().cast()) });
+    // SAFETY: `round_row` wrote every word.
+    unsafe { assume_init(words) }
 }
 
-/// One row of [`round_rows`]: 16 values per instruction, the last few masked.
+/// One row of [`round_rows`]: 16 values per instruction, the last few masked; an odd last
+/// value is paired with zero.
 ///
 /// # Safety
-/// The processor must have AVX-512 BF16, and `words` must hold `row.len().div_ceil(2)`.
+/// The processor must have AVX-512 BF16, and `to` must have room for
+/// `row.len().div_ceil(2)` words.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-unsafe fn round_row(row: &[f32], words: &mut [u32]) {
+unsafe fn round_row(row: &[f32], to: *mut u16) {
     use std::arch::x86_64::*;
-    assert!(words.len() * 2 >= row.len());
-    let to = words.as_mut_ptr().cast::<u16>();
     for start in (0..row.len()).step_by(16) {
         let count = (row.len() - start).min(16);
         let mask = ((1u32 << count) - 1) as u16;
-        // SAFETY: `count` values from `start` lie in `row`, and their bf16 halves in `words`.
+        // SAFETY: `count` values from `start` lie in `row`, and their bf16 halves in `to`.
         unsafe {
             let values = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(start));
             let rounded: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(values));
             _mm256_mask_storeu_epi16(to.add(start).cast(), mask, rounded);
         }
     }
+    if row.len() % 2 == 1 {
+        // SAFETY: the last word's high half is inside the row's words.
+        unsafe { to.add(row.len()).write(0) };
+    }
 }
 
 /// [`round_row`] where AVX-512 BF16 cannot exist (never called: see [`round_rows`]).
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn round_row(_row: &[f32], _words: &mut [u32]) {
+unsafe fn round_row(_row: &[f32], _to: *mut u16) {
     unreachable!("bf16 dot products are only used on x86-64");
 }
 
