@@ -1005,7 +1005,13 @@ fn run_product(
     let threads = rayon::current_num_threads().max(1);
     // A weight as loaded is packed by `gemm` for every task that reads it, transposing it
     // on the way: one task, parallel inside `gemm`, packs it once.
-    let shared_packing = matches!(product, Product::F32 { as_loaded: true, .. });
+    let shared_packing = matches!(
+        product,
+        Product::F32 {
+            as_loaded: true,
+            ..
+        }
+    );
     let parallelism = if shared_packing {
         Parallelism::Rayon(threads)
     } else {

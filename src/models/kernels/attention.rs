@@ -50,19 +50,24 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         with_f32(&keys_t, |k| {
             with_f32(v, |v| {
                 let mut out = vec![0f32; batch * seq * heads * head_dim];
-                out.par_chunks_mut(heads * head_dim)
+                let kv_len = kv_heads * total * head_dim;
+                out.par_chunks_mut(seq * heads * head_dim)
                     .enumerate()
-                    .for_each_init(
-                        || vec![0f32; total],
-                        |scores, (row, out)| {
-                            let (item, position) = (row / seq, row % seq);
-                            let q = &q[item * heads * seq * head_dim..][..heads * seq * head_dim];
-                            let kv_len = kv_heads * total * head_dim;
-                            let k = &k[item * kv_len..][..kv_len];
-                            let v = &v[item * kv_len..][..kv_len];
-                            attention_row(q, k, v, shape, position, scale as f32, scores, out);
-                        },
-                    );
+                    .for_each(|(item, out)| {
+                        let q = &q[item * heads * seq * head_dim..][..heads * seq * head_dim];
+                        let k = &k[item * kv_len..][..kv_len];
+                        let v = &v[item * kv_len..][..kv_len];
+                        out.par_chunks_mut(QUERY_BLOCK * heads * head_dim)
+                            .enumerate()
+                            .for_each_init(
+                                || vec![0f32; QUERY_BLOCK * total],
+                                |scores, (block, out)| {
+                                    let first = block * QUERY_BLOCK;
+                                    let scale = scale as f32;
+                                    attention_rows(q, k, v, shape, first, scale, scores, out);
+                                },
+                            );
+                    });
                 Ok(out)
             })
         })
@@ -99,11 +104,13 @@ fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Te
         .reshape((batch, seq, heads * head_dim))
 }
 
-/// Keys whose scores one query accumulates together in registers.
+/// Query positions computed together, sharing the keys and values they read.
+const QUERY_BLOCK: usize = 4;
+/// Keys whose scores the query positions accumulate together in registers.
 const KEY_BLOCK: usize = 32;
 
-/// Output dimensions one query head accumulates together in registers.
-const VALUE_BLOCK: usize = 64;
+/// Output dimensions the query positions accumulate together in registers.
+const VALUE_BLOCK: usize = 32;
 
 /// The sizes of one batch item's attention.
 #[derive(Debug, Clone, Copy)]
@@ -115,17 +122,43 @@ struct Shape {
     head_dim: usize,
 }
 
-/// One query position, all heads: `out[h * head_dim..]` is head `h`'s weighted sum of the
-/// values it may see; `k` holds the keys transposed (`[kv_heads, head_dim, total]`), `v`
-/// the values (`[kv_heads, total, head_dim]`); `scores` is scratch of `total` values.
+/// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, all heads: `out`
+/// holds their rows (`[positions, heads * head_dim]`), head `h`'s weighted sum of the values
+/// it may see at `h * head_dim`. `k` holds the keys transposed (`[kv_heads, head_dim,
+/// total]`), `v` the values (`[kv_heads, total, head_dim]`); `scores` is scratch of
+/// `QUERY_BLOCK * total` values. A whole block of positions shares every key and value it
+/// reads; the positions of a partial block (a decoded token) go one by one.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attention_row_generic<M: MulAdd>(
+fn attention_rows_generic<M: MulAdd>(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     shape: Shape,
-    position: usize,
+    first: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let row = shape.heads * shape.head_dim;
+    if out.len() == QUERY_BLOCK * row {
+        attention_block::<M, QUERY_BLOCK>(q, k, v, shape, first, scale, scores, out);
+    } else {
+        for (r, out) in out.chunks_exact_mut(row).enumerate() {
+            attention_block::<M, 1>(q, k, v, shape, first + r, scale, scores, out);
+        }
+    }
+}
+
+/// `POSITIONS` query positions from `first` of [`attention_rows_generic`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_block<M: MulAdd, const POSITIONS: usize>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: Shape,
+    first: usize,
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
@@ -138,72 +171,80 @@ fn attention_row_generic<M: MulAdd>(
         head_dim,
     } = shape;
     let groups = heads / kv_heads;
-    let visible = total - seq + position + 1;
-    let scores = &mut scores[..visible];
+    let position = |r: usize| first + r;
+    let visible: [usize; POSITIONS] = std::array::from_fn(|r| total - seq + position(r) + 1);
+    let longest = visible[POSITIONS - 1];
     for head in 0..heads {
-        let query = &q[(head * seq + position) * head_dim..][..head_dim];
+        let queries: [&[f32]; POSITIONS] =
+            std::array::from_fn(|r| &q[(head * seq + position(r)) * head_dim..][..head_dim]);
         let kv_head = head / groups;
         let keys_t = &k[kv_head * head_dim * total..][..head_dim * total];
-        let values = &v[kv_head * total * head_dim..][..visible * head_dim];
-        let whole = visible / KEY_BLOCK * KEY_BLOCK;
-        for (block, scores) in scores[..whole].chunks_exact_mut(KEY_BLOCK).enumerate() {
-            let mut sums = [0f32; KEY_BLOCK];
-            for (d, &q) in query.iter().enumerate() {
-                let keys: &[f32; KEY_BLOCK] = keys_t[d * total + block * KEY_BLOCK..][..KEY_BLOCK]
-                    .try_into()
-                    .expect("a block of keys");
-                for (sum, &key) in sums.iter_mut().zip(keys) {
-                    *sum = M::mul_add(q, key, *sum);
-                }
-            }
-            for (score, sum) in scores.iter_mut().zip(sums) {
-                *score = sum * scale;
-            }
-        }
-        // The last, partial block: the same sums, over fewer keys.
-        let tail = &mut scores[whole..];
-        if !tail.is_empty() {
-            let mut sums = [0f32; KEY_BLOCK];
-            for (d, &q) in query.iter().enumerate() {
-                let keys = &keys_t[d * total + whole..][..tail.len()];
-                for (sum, &key) in sums.iter_mut().zip(keys) {
-                    *sum = M::mul_add(q, key, *sum);
-                }
-            }
-            for (score, sum) in tail.iter_mut().zip(sums) {
-                *score = sum * scale;
-            }
-        }
-        let max = lane_reduce(scores, f32::NEG_INFINITY, f32::max);
-        for score in scores.iter_mut() {
-            *score = exp_nonpositive::<M>(*score - max);
-        }
-        let total_weight = lane_reduce(scores, 0.0, |a, b| a + b);
-        let inverse = 1.0 / total_weight;
-        let out = &mut out[head * head_dim..][..head_dim];
-        // The weighted sum of the values, `VALUE_BLOCK` dimensions at a time in registers.
-        for (block, out) in out.chunks_mut(VALUE_BLOCK).enumerate() {
-            let mut sums = [0f32; VALUE_BLOCK];
-            let first = block * VALUE_BLOCK;
-            let rows = scores.iter().zip(values.chunks_exact(head_dim));
-            if out.len() == VALUE_BLOCK {
-                // A whole block: fixed sizes keep the sums in registers.
-                for (&weight, value) in rows {
-                    let value: &[f32; VALUE_BLOCK] =
-                        value[first..][..VALUE_BLOCK].try_into().expect("a block");
-                    for (sum, &x) in sums.iter_mut().zip(value) {
-                        *sum = M::mul_add(weight, x, *sum);
+        let values = &v[kv_head * total * head_dim..][..longest * head_dim];
+        // Scores of every position against the keys the last one sees.
+        for start in (0..longest).step_by(KEY_BLOCK) {
+            let width = KEY_BLOCK.min(longest - start);
+            let mut sums = [[0f32; KEY_BLOCK]; POSITIONS];
+            for d in 0..head_dim {
+                let keys = &keys_t[d * total + start..][..width];
+                if let Ok(keys) = <&[f32; KEY_BLOCK]>::try_from(keys) {
+                    // A whole block: fixed sizes keep the sums in registers.
+                    for (sums, query) in sums.iter_mut().zip(&queries) {
+                        for (sum, &key) in sums.iter_mut().zip(keys) {
+                            *sum = M::mul_add(query[d], key, *sum);
+                        }
                     }
-                }
-            } else {
-                for (&weight, value) in rows {
-                    for (sum, &x) in sums.iter_mut().zip(&value[first..first + out.len()]) {
-                        *sum = M::mul_add(weight, x, *sum);
+                } else {
+                    for (sums, query) in sums.iter_mut().zip(&queries) {
+                        for (sum, &key) in sums.iter_mut().zip(keys) {
+                            *sum = M::mul_add(query[d], key, *sum);
+                        }
                     }
                 }
             }
-            for (o, sum) in out.iter_mut().zip(sums) {
-                *o = sum * inverse;
+            for (r, sums) in sums.iter().enumerate() {
+                for (score, sum) in scores[r * total + start..][..width].iter_mut().zip(sums) {
+                    *score = sum * scale;
+                }
+            }
+        }
+        // Softmax over each position's visible keys; the keys it may not see weigh zero.
+        let mut inverse = [0f32; POSITIONS];
+        for (r, inverse) in inverse.iter_mut().enumerate() {
+            let row = &mut scores[r * total..][..longest];
+            let (seen, unseen) = row.split_at_mut(visible[r]);
+            let max = lane_reduce(seen, f32::NEG_INFINITY, f32::max);
+            for score in seen.iter_mut() {
+                *score = exp_nonpositive::<M>(*score - max);
+            }
+            unseen.fill(0.0);
+            *inverse = 1.0 / lane_reduce(seen, 0.0, |a, b| a + b);
+        }
+        // The weighted sums of the values, `VALUE_BLOCK` dimensions at a time in registers.
+        for start in (0..head_dim).step_by(VALUE_BLOCK) {
+            let width = VALUE_BLOCK.min(head_dim - start);
+            let mut sums = [[0f32; VALUE_BLOCK]; POSITIONS];
+            for (j, value) in values.chunks_exact(head_dim).enumerate() {
+                let weights: [f32; POSITIONS] = std::array::from_fn(|r| scores[r * total + j]);
+                let value = &value[start..start + width];
+                if let Ok(value) = <&[f32; VALUE_BLOCK]>::try_from(value) {
+                    for (sums, &weight) in sums.iter_mut().zip(&weights) {
+                        for (sum, &x) in sums.iter_mut().zip(value) {
+                            *sum = M::mul_add(weight, x, *sum);
+                        }
+                    }
+                } else {
+                    for (sums, &weight) in sums.iter_mut().zip(&weights) {
+                        for (sum, &x) in sums.iter_mut().zip(value) {
+                            *sum = M::mul_add(weight, x, *sum);
+                        }
+                    }
+                }
+            }
+            for (r, out) in out.chunks_exact_mut(heads * head_dim).enumerate() {
+                let out = &mut out[head * head_dim + start..][..width];
+                for (o, sum) in out.iter_mut().zip(sums[r]) {
+                    *o = sum * inverse[r];
+                }
             }
         }
     }
@@ -226,13 +267,13 @@ fn lane_reduce(values: &[f32], identity: f32, f: impl Fn(f32, f32) -> f32) -> f3
 }
 
 dispatch! {
-    /// [`attention_row_generic`] with the processor's widest vector instructions.
-    fn attention_row => attention_row_generic(
+    /// [`attention_rows_generic`] with the processor's widest vector instructions.
+    fn attention_rows => attention_rows_generic(
         q: &[f32],
         k: &[f32],
         v: &[f32],
         shape: Shape,
-        position: usize,
+        first: usize,
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
