@@ -42,6 +42,15 @@ pub fn activation_dtype(weights: DType, device: &Device) -> DType {
     }
 }
 
+/// Runs `f` on a thread of rayon's pool (right here when this is one).
+///
+/// A model's forward pass runs hundreds of parallel kernels, some of a few microseconds (a
+/// decoded token's). Started from a pool thread, each splits its work with the other
+/// threads; started from outside, each wakes the pool and sleeps until the work is done.
+pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// The activation applied with candle ops (the generic path).
 fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
     match activation {

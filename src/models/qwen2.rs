@@ -423,6 +423,11 @@ impl Qwen2 {
         embeds: &Tensor,
         cache: &mut KvCache,
     ) -> candle_core::Result<Tensor> {
+        kernels::on_thread_pool(|| self.forward_on_pool(embeds, cache))
+    }
+
+    /// [`Self::forward_embeds`], on whichever thread calls it.
+    fn forward_on_pool(&self, embeds: &Tensor, cache: &mut KvCache) -> candle_core::Result<Tensor> {
         let seq = embeds.dim(1)?;
         let start = cache.len;
         if start + seq > self.config.max_position_embeddings {
