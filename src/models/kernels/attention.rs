@@ -42,12 +42,19 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         seq,
         total,
         head_dim,
+        keys_transposed: seq >= QUERY_BLOCK,
     };
-    // Keys transposed, `[batch, kv_heads, head_dim, total]`: a query's scores are then
-    // accumulated over `head_dim` for many keys at once, in vector registers.
-    let keys_t = k.transpose(2, 3)?.contiguous()?;
+    // Keys transposed, `[batch, kv_heads, head_dim, total]`: blocks of query positions then
+    // accumulate their scores over `head_dim` for many keys at once, in vector registers. A
+    // position or two (a decoded token) take dot products with the keys as they are, which
+    // costs less than transposing them.
+    let keys = if shape.keys_transposed {
+        k.transpose(2, 3)?.contiguous()?
+    } else {
+        k.contiguous()?
+    };
     let out = with_f32(q, |q| {
-        with_f32(&keys_t, |k| {
+        with_f32(&keys, |k| {
             with_f32(v, |v| {
                 let mut out = vec![0f32; batch * seq * heads * head_dim];
                 let kv_len = kv_heads * total * head_dim;
@@ -120,6 +127,9 @@ struct Shape {
     seq: usize,
     total: usize,
     head_dim: usize,
+    /// Whether the keys are `[kv_heads, head_dim, total]` rather than `[kv_heads, total,
+    /// head_dim]`.
+    keys_transposed: bool,
 }
 
 /// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, all heads: `out`
@@ -169,6 +179,7 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
         seq,
         total,
         head_dim,
+        keys_transposed,
     } = shape;
     let groups = heads / kv_heads;
     let position = |r: usize| first + r;
@@ -178,32 +189,43 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
         let queries: [&[f32]; POSITIONS] =
             std::array::from_fn(|r| &q[(head * seq + position(r)) * head_dim..][..head_dim]);
         let kv_head = head / groups;
-        let keys_t = &k[kv_head * head_dim * total..][..head_dim * total];
+        let keys = &k[kv_head * head_dim * total..][..head_dim * total];
         let values = &v[kv_head * total * head_dim..][..longest * head_dim];
         // Scores of every position against the keys the last one sees.
-        for start in (0..longest).step_by(KEY_BLOCK) {
-            let width = KEY_BLOCK.min(longest - start);
-            let mut sums = [[0f32; KEY_BLOCK]; POSITIONS];
-            for d in 0..head_dim {
-                let keys = &keys_t[d * total + start..][..width];
-                if let Ok(keys) = <&[f32; KEY_BLOCK]>::try_from(keys) {
-                    // A whole block: fixed sizes keep the sums in registers.
-                    for (sums, query) in sums.iter_mut().zip(&queries) {
-                        for (sum, &key) in sums.iter_mut().zip(keys) {
-                            *sum = M::mul_add(query[d], key, *sum);
+        if keys_transposed {
+            for start in (0..longest).step_by(KEY_BLOCK) {
+                let width = KEY_BLOCK.min(longest - start);
+                let mut sums = [[0f32; KEY_BLOCK]; POSITIONS];
+                for d in 0..head_dim {
+                    let keys = &keys[d * total + start..][..width];
+                    if let Ok(keys) = <&[f32; KEY_BLOCK]>::try_from(keys) {
+                        // A whole block: fixed sizes keep the sums in registers.
+                        for (sums, query) in sums.iter_mut().zip(&queries) {
+                            for (sum, &key) in sums.iter_mut().zip(keys) {
+                                *sum = M::mul_add(query[d], key, *sum);
+                            }
                         }
-                    }
-                } else {
-                    for (sums, query) in sums.iter_mut().zip(&queries) {
-                        for (sum, &key) in sums.iter_mut().zip(keys) {
-                            *sum = M::mul_add(query[d], key, *sum);
+                    } else {
+                        for (sums, query) in sums.iter_mut().zip(&queries) {
+                            for (sum, &key) in sums.iter_mut().zip(keys) {
+                                *sum = M::mul_add(query[d], key, *sum);
+                            }
                         }
                     }
                 }
+                for (r, sums) in sums.iter().enumerate() {
+                    for (score, sum) in scores[r * total + start..][..width].iter_mut().zip(sums) {
+                        *score = sum * scale;
+                    }
+                }
             }
-            for (r, sums) in sums.iter().enumerate() {
-                for (score, sum) in scores[r * total + start..][..width].iter_mut().zip(sums) {
-                    *score = sum * scale;
+        } else {
+            for (j, key) in keys[..longest * head_dim]
+                .chunks_exact(head_dim)
+                .enumerate()
+            {
+                for (r, query) in queries.iter().enumerate() {
+                    scores[r * total + j] = dot::<M>(query, key) * scale;
                 }
             }
         }
@@ -248,6 +270,28 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
             }
         }
     }
+}
+
+/// `Σ a[i] * b[i]`, in 16 independent lanes.
+#[inline(always)]
+fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let whole = a.len() / LANES * LANES;
+    for (a, b) in a[..whole]
+        .chunks_exact(LANES)
+        .zip(b[..whole].chunks_exact(LANES))
+    {
+        for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
+            *lane = M::mul_add(a, b, *lane);
+        }
+    }
+    let tail = a[whole..]
+        .iter()
+        .zip(&b[whole..])
+        .map(|(a, b)| a * b)
+        .sum::<f32>();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `values` folded with `f` in 16 independent lanes (so that the compiler vectorises it),
