@@ -45,9 +45,9 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         keys_transposed: seq >= QUERY_BLOCK,
     };
     // Keys transposed, `[batch, kv_heads, head_dim, total]`: blocks of query positions then
-    // accumulate their scores over `head_dim` for many keys at once, in vector registers. A
-    // position or two (a decoded token) take dot products with the keys as they are, which
-    // costs less than transposing them.
+    // accumulate their scores over `head_dim` for many keys at once, in vector registers.
+    // Fewer positions than a block (a decoded token) take dot products with the keys as
+    // they are, which costs less than transposing them.
     let keys = if shape.keys_transposed {
         k.transpose(2, 3)?.contiguous()?
     } else {
