@@ -835,15 +835,9 @@ impl AttentionBlock {
             .forward(&normed)?
             .reshape((batch, height * width, 3, self.heads, head_dim))?
             .permute((2, 0, 3, 1, 4))?;
-        let query = (qkv.get(0)?.contiguous()? * (head_dim as f64).powf(-0.5))?;
-        let key = qkv.get(1)?.contiguous()?;
-        let value = qkv.get(2)?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&query.matmul(&key.t()?)?)?;
-        let attended =
-            weights
-                .matmul(&value)?
-                .transpose(1, 2)?
-                .reshape((batch, height * width, dim))?;
+        let part = |index: usize| qkv.get(index)?.contiguous();
+        let scale = (head_dim as f64).powf(-0.5);
+        let attended = kernels::attention(&part(0)?, &part(1)?, &part(2)?, scale)?;
         let x = self
             .proj
             .forward_residual(&attended, &tokens)?

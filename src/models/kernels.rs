@@ -165,7 +165,7 @@ macro_rules! dispatch {
 mod attention;
 mod packed_bf16;
 
-pub use attention::causal_attention;
+pub use attention::{attention, causal_attention};
 pub use packed_bf16::PackedBf16;
 use packed_bf16::{bf16_dot_products_available, PANEL};
 

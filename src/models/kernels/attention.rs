@@ -1,11 +1,12 @@
-//! Causal self-attention with grouped key/value heads, fused for the CPU.
+//! Self-attention with grouped key/value heads, causal (a language model) or not (an image
+//! encoder), fused for the CPU.
 //!
 //! Composed from candle ops, attention costs a dozen passes over its scores (product,
 //! scale, mask, softmax's three, product, transposes), most of them single-threaded: a
-//! third of a 316-position prefill and much of each decoded token. Here each query row
-//! computes its scores, their softmax and the weighted sum of values in one pass, query
-//! rows in parallel, and writes the `[positions, heads * head_dim]` layout the output
-//! projection reads.
+//! third of a 316-position prefill, much of each decoded token, and a seventh of
+//! FastViTHD. Here each block of query rows computes its scores, their softmax and the
+//! weighted sum of values in one pass, blocks in parallel, and writes the `[positions,
+//! heads * head_dim]` layout the output projection reads.
 
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
@@ -18,6 +19,16 @@ use super::{exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, S
 /// `h / (heads / kv_heads)`. Scores are scaled by `scale`. Returns `[batch, seq, heads *
 /// head_dim]`.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    fused_attention(q, k, v, scale, true)
+}
+
+/// [`causal_attention`] where every query sees every key (`seq` and `total` may differ).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    fused_attention(q, k, v, scale, false)
+}
+
+/// [`causal_attention`] or, unless `causal`, [`attention`].
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -> Result<Tensor> {
     let (batch, heads, seq, head_dim) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
     if k.dims() != v.dims() || k.dim(0)? != batch || k.dim(3)? != head_dim {
@@ -34,7 +45,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         );
     }
     if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) {
-        return candle_attention(q, k, v, scale);
+        return candle_attention(q, k, v, scale, causal);
     }
     let shape = Shape {
         heads,
@@ -43,6 +54,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         total,
         head_dim,
         keys_transposed: seq >= QUERY_BLOCK,
+        causal,
     };
     // Keys transposed, `[batch, kv_heads, head_dim, total]`: blocks of query positions then
     // accumulate their scores over `head_dim` for many keys at once, in vector registers.
@@ -83,14 +95,20 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
 }
 
 /// The same attention composed from candle ops (other devices and dtypes).
-fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+fn candle_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    causal: bool,
+) -> Result<Tensor> {
     let (batch, heads, seq, head_dim) = q.dims4()?;
     let (kv_heads, total) = (k.dim(1)?, k.dim(2)?);
     let groups = heads / kv_heads;
     // Queries of one group share a key/value head: fold the group into the query rows.
     let q = q.reshape((batch, kv_heads, groups * seq, head_dim))?;
     let scores = (q.matmul(&k.t()?)? * scale)?;
-    let scores = if seq > 1 {
+    let scores = if causal && seq > 1 {
         let past = total - seq;
         let mask: Vec<f32> = (0..groups * seq)
             .flat_map(|row| {
@@ -130,6 +148,8 @@ struct Shape {
     /// Whether the keys are `[kv_heads, head_dim, total]` rather than `[kv_heads, total,
     /// head_dim]`.
     keys_transposed: bool,
+    /// Whether a query sees only the keys up to its own position.
+    causal: bool,
 }
 
 /// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, all heads: `out`
@@ -180,10 +200,17 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
         total,
         head_dim,
         keys_transposed,
+        causal,
     } = shape;
     let groups = heads / kv_heads;
     let position = |r: usize| first + r;
-    let visible: [usize; POSITIONS] = std::array::from_fn(|r| total - seq + position(r) + 1);
+    let visible: [usize; POSITIONS] = std::array::from_fn(|r| {
+        if causal {
+            total - seq + position(r) + 1
+        } else {
+            total
+        }
+    });
     let longest = visible[POSITIONS - 1];
     for head in 0..heads {
         let queries: [&[f32]; POSITIONS] =
@@ -196,16 +223,21 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
             for start in (0..longest).step_by(KEY_BLOCK) {
                 let width = KEY_BLOCK.min(longest - start);
                 let mut sums = [[0f32; KEY_BLOCK]; POSITIONS];
-                for d in 0..head_dim {
-                    let keys = &keys[d * total + start..][..width];
-                    if let Ok(keys) = <&[f32; KEY_BLOCK]>::try_from(keys) {
-                        // A whole block: fixed sizes keep the sums in registers.
+                if width == KEY_BLOCK {
+                    // A whole block: fixed sizes keep the sums in registers.
+                    for d in 0..head_dim {
+                        let keys: &[f32; KEY_BLOCK] = keys[d * total + start..][..KEY_BLOCK]
+                            .try_into()
+                            .expect("a block of keys");
                         for (sums, query) in sums.iter_mut().zip(&queries) {
                             for (sum, &key) in sums.iter_mut().zip(keys) {
                                 *sum = M::mul_add(query[d], key, *sum);
                             }
                         }
-                    } else {
+                    }
+                } else {
+                    for d in 0..head_dim {
+                        let keys = &keys[d * total + start..][..width];
                         for (sums, query) in sums.iter_mut().zip(&queries) {
                             for (sum, &key) in sums.iter_mut().zip(keys) {
                                 *sum = M::mul_add(query[d], key, *sum);
@@ -245,17 +277,23 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
         for start in (0..head_dim).step_by(VALUE_BLOCK) {
             let width = VALUE_BLOCK.min(head_dim - start);
             let mut sums = [[0f32; VALUE_BLOCK]; POSITIONS];
-            for (j, value) in values.chunks_exact(head_dim).enumerate() {
-                let weights: [f32; POSITIONS] = std::array::from_fn(|r| scores[r * total + j]);
-                let value = &value[start..start + width];
-                if let Ok(value) = <&[f32; VALUE_BLOCK]>::try_from(value) {
-                    for (sums, &weight) in sums.iter_mut().zip(&weights) {
+            let weights =
+                |j: usize| -> [f32; POSITIONS] { std::array::from_fn(|r| scores[r * total + j]) };
+            if width == VALUE_BLOCK {
+                // A whole block: fixed sizes keep the sums in registers.
+                for (j, value) in values.chunks_exact(head_dim).enumerate() {
+                    let value: &[f32; VALUE_BLOCK] =
+                        value[start..][..VALUE_BLOCK].try_into().expect("a block");
+                    for (sums, weight) in sums.iter_mut().zip(weights(j)) {
                         for (sum, &x) in sums.iter_mut().zip(value) {
                             *sum = M::mul_add(weight, x, *sum);
                         }
                     }
-                } else {
-                    for (sums, &weight) in sums.iter_mut().zip(&weights) {
+                }
+            } else {
+                for (j, value) in values.chunks_exact(head_dim).enumerate() {
+                    let value = &value[start..start + width];
+                    for (sums, weight) in sums.iter_mut().zip(weights(j)) {
                         for (sum, &x) in sums.iter_mut().zip(value) {
                             *sum = M::mul_add(weight, x, *sum);
                         }
@@ -359,7 +397,7 @@ mod tests {
             let k = random(&[2, 2, total, head_dim], 100 + total as u64);
             let v = random(&[2, 2, total, head_dim], 200 + total as u64);
             let fused = causal_attention(&q, &k, &v, 0.25).unwrap();
-            let reference = candle_attention(&q, &k, &v, 0.25).unwrap();
+            let reference = candle_attention(&q, &k, &v, 0.25, true).unwrap();
             assert_eq!(fused.dims(), &[2, seq, 6 * head_dim]);
             assert_eq!(reference.dims(), fused.dims());
             let diff = (fused - reference)
@@ -373,6 +411,31 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(diff < 1e-5, "{seq} of {total} positions differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn full_attention_matches_candle_ops() {
+        // An image encoder's: every position sees every other; more and fewer positions
+        // than a block.
+        for (seq, head_dim) in [(70, 64), (3, 16)] {
+            let q = random(&[1, 4, seq, head_dim], 7);
+            let k = random(&[1, 4, seq, head_dim], 8);
+            let v = random(&[1, 4, seq, head_dim], 9);
+            let fused = attention(&q, &k, &v, 0.125).unwrap();
+            let reference = candle_attention(&q, &k, &v, 0.125, false).unwrap();
+            assert_eq!(fused.dims(), &[1, seq, 4 * head_dim]);
+            let diff = (fused - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "{seq} positions differ by {diff}");
         }
     }
 
