@@ -8,6 +8,8 @@
 //! weighted sum of values in one pass, blocks in parallel, and writes the `[positions,
 //! heads * head_dim]` layout the output projection reads.
 
+use std::ops::Range;
+
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -76,16 +78,27 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool)
                         let q = &q[item * heads * seq * head_dim..][..heads * seq * head_dim];
                         let k = &k[item * kv_len..][..kv_len];
                         let v = &v[item * kv_len..][..kv_len];
-                        out.par_chunks_mut(QUERY_BLOCK * heads * head_dim)
-                            .enumerate()
-                            .for_each_init(
-                                || vec![0f32; QUERY_BLOCK * total],
-                                |scores, (block, out)| {
-                                    let first = block * QUERY_BLOCK;
-                                    let scale = scale as f32;
-                                    attention_rows(q, k, v, shape, first, scale, scores, out);
+                        let scale = scale as f32;
+                        let scratch = || vec![0f32; QUERY_BLOCK * total];
+                        if seq < QUERY_BLOCK {
+                            // Too few positions to share the work: one task per head.
+                            out.par_chunks_mut(head_dim).enumerate().for_each_init(
+                                scratch,
+                                |scores, (index, out)| {
+                                    let (position, head) = (index / heads, index % heads);
+                                    let heads = head..head + 1;
+                                    let at = (position, heads);
+                                    attention_rows(q, k, v, shape, at, scale, scores, out);
                                 },
                             );
+                        } else {
+                            out.par_chunks_mut(QUERY_BLOCK * heads * head_dim)
+                                .enumerate()
+                                .for_each_init(scratch, |scores, (block, out)| {
+                                    let at = (block * QUERY_BLOCK, 0..heads);
+                                    attention_rows(q, k, v, shape, at, scale, scores, out);
+                                });
+                        }
                     });
                 Ok(out)
             })
@@ -152,9 +165,9 @@ struct Shape {
     causal: bool,
 }
 
-/// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, all heads: `out`
-/// holds their rows (`[positions, heads * head_dim]`), head `h`'s weighted sum of the values
-/// it may see at `h * head_dim`. `k` holds the keys transposed (`[kv_heads, head_dim,
+/// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, heads `heads` (`at` is
+/// `(first, heads)`): `out` holds their rows (`[positions, heads.len() * head_dim]`), head
+/// `h`'s weighted sum of the values it may see at `(h - heads.start) * head_dim`. `k` holds the keys transposed (`[kv_heads, head_dim,
 /// total]`), `v` the values (`[kv_heads, total, head_dim]`); `scores` is scratch of
 /// `QUERY_BLOCK * total` values. A whole block of positions shares every key and value it
 /// reads; the positions of a partial block (a decoded token) go one by one.
@@ -165,17 +178,19 @@ fn attention_rows_generic<M: MulAdd>(
     k: &[f32],
     v: &[f32],
     shape: Shape,
-    first: usize,
+    (first, heads): (usize, Range<usize>),
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let row = shape.heads * shape.head_dim;
+    let row = heads.len() * shape.head_dim;
     if out.len() == QUERY_BLOCK * row {
-        attention_block::<M, QUERY_BLOCK>(q, k, v, shape, first, scale, scores, out);
+        let at = (first, heads);
+        attention_block::<M, QUERY_BLOCK>(q, k, v, shape, at, scale, scores, out);
     } else {
         for (r, out) in out.chunks_exact_mut(row).enumerate() {
-            attention_block::<M, 1>(q, k, v, shape, first + r, scale, scores, out);
+            let at = (first + r, heads.clone());
+            attention_block::<M, 1>(q, k, v, shape, at, scale, scores, out);
         }
     }
 }
@@ -188,7 +203,7 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
     k: &[f32],
     v: &[f32],
     shape: Shape,
-    first: usize,
+    (first, head_range): (usize, Range<usize>),
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
@@ -212,7 +227,8 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
         }
     });
     let longest = visible[POSITIONS - 1];
-    for head in 0..heads {
+    let row = head_range.len() * head_dim;
+    for head in head_range.clone() {
         let queries: [&[f32]; POSITIONS] =
             std::array::from_fn(|r| &q[(head * seq + position(r)) * head_dim..][..head_dim]);
         let kv_head = head / groups;
@@ -300,8 +316,8 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
                     }
                 }
             }
-            for (r, out) in out.chunks_exact_mut(heads * head_dim).enumerate() {
-                let out = &mut out[head * head_dim + start..][..width];
+            for (r, out) in out.chunks_exact_mut(row).enumerate() {
+                let out = &mut out[(head - head_range.start) * head_dim + start..][..width];
                 for (o, sum) in out.iter_mut().zip(sums[r]) {
                     *o = sum * inverse[r];
                 }
@@ -355,7 +371,7 @@ dispatch! {
         k: &[f32],
         v: &[f32],
         shape: Shape,
-        first: usize,
+        at: (usize, Range<usize>),
         scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
