@@ -1450,7 +1450,8 @@ pub fn linear_bf16_weights(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    fn random(shape: &[usize], seed: u64) -> Tensor {
+    /// A tensor of pseudo-random values in [-1, 1), the same for the same seed.
+    pub(super) fn random(shape: &[usize], seed: u64) -> Tensor {
         let count: usize = shape.iter().product();
         let mut state = seed
             .wrapping_mul(6364136223846793005)
@@ -1466,7 +1467,8 @@ mod tests {
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest absolute difference between two tensors of one shape.
+    pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

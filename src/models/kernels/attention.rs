@@ -380,21 +380,8 @@ dispatch! {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{max_abs_diff, random};
     use super::*;
-
-    fn random(shape: &[usize], seed: u64) -> Tensor {
-        let count: usize = shape.iter().product();
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
-        let data: Vec<f32> = (0..count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
-    }
 
     #[test]
     fn fused_attention_matches_candle_ops() {
@@ -416,16 +403,7 @@ mod tests {
             let reference = candle_attention(&q, &k, &v, 0.25, true).unwrap();
             assert_eq!(fused.dims(), &[2, seq, 6 * head_dim]);
             assert_eq!(reference.dims(), fused.dims());
-            let diff = (fused - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&fused, &reference);
             assert!(diff < 1e-5, "{seq} of {total} positions differ by {diff}");
         }
     }
@@ -441,16 +419,7 @@ mod tests {
             let fused = attention(&q, &k, &v, 0.125).unwrap();
             let reference = candle_attention(&q, &k, &v, 0.125, false).unwrap();
             assert_eq!(fused.dims(), &[1, seq, 4 * head_dim]);
-            let diff = (fused - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&fused, &reference);
             assert!(diff < 1e-5, "{seq} positions differ by {diff}");
         }
     }
