@@ -14,6 +14,10 @@
 //! so that bias, activation and residual are applied to each block of rows while it is in
 //! cache, and outputs are written once, never zero-filled first); on any other device or
 //! dtype it composes candle ops, so the models stay device-generic.
+//!
+//! Two submodules hold the rest: [`PackedBf16`] (bf16 weights and their products: AVX-512
+//! BF16 dot products for many rows, weights widened in registers for a decoded token) and
+//! the fused attention ([`causal_attention`], [`attention`]).
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
