@@ -9,7 +9,7 @@
 //! Two checkpoint layouts load with the same code: Apple's original (`model_type`
 //! `llava_qwen2`, tensors under `model.vision_tower.vision_tower.model`, `model.mm_projector`
 //! and `model.layers`) and the transformers port (`FastVlmForConditionalGeneration`). The
-//! model is written against the port's names; [`apple_name`] is the one table that maps
+//! model is written against the port's names; `apple_name` is the one table that maps
 //! them to Apple's.
 
 use std::path::{Path, PathBuf};

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::{assume_init, simd, uninit_vec, Fused, MulAdd, Plain, Simd};
 
 /// Features per panel: two 16-lane registers of sums.
-pub const PANEL: usize = 32;
+pub(super) const PANEL: usize = 32;
 
 /// Input rows per register tile of the bf16 dot-product kernel (`ROWS x PANEL` sums).
 const TILE_ROWS: usize = 12;
@@ -35,7 +35,7 @@ pub struct PackedBf16 {
 }
 
 /// Whether the processor has AVX-512 BF16 dot products (`vdpbf16ps`).
-pub fn bf16_dot_products_available() -> bool {
+pub(super) fn bf16_dot_products_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
@@ -52,7 +52,7 @@ pub fn bf16_dot_products_available() -> bool {
 ///
 /// # Safety
 /// The processor must have AVX-512 BF16 ([`bf16_dot_products_available`]).
-pub unsafe fn round_rows(x: &[f32], inputs: usize) -> Vec<u32> {
+pub(super) unsafe fn round_rows(x: &[f32], inputs: usize) -> Vec<u32> {
     let pairs = inputs.div_ceil(2);
     let rows = x.len() / inputs.max(1);
     let mut words = uninit_vec::<u32>(rows * pairs);
@@ -163,7 +163,7 @@ impl PackedBf16 {
     /// # Safety
     /// [`bf16_dot_products_available`] must hold, and `out` must cover every row of `rows`
     /// and feature of `panels`, with no other thread touching them.
-    pub unsafe fn product_block(
+    pub(super) unsafe fn product_block(
         &self,
         a: &[u32],
         rows: Range<usize>,
@@ -212,7 +212,7 @@ impl PackedBf16 {
     /// # Safety
     /// `out` must cover every row of `rows` and feature of `panels`, with no other thread
     /// touching them.
-    pub unsafe fn widened_block(
+    pub(super) unsafe fn widened_block(
         &self,
         x: &[f32],
         rows: Range<usize>,
