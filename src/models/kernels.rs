@@ -931,12 +931,16 @@ impl ProductWeight {
         }
     }
 
-    /// `x @ weight` with candle ops (the generic path, and a reference for tests).
-    fn candle_product(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::Plain(weight) => x.broadcast_matmul(weight),
-            Self::AsLoaded(weight) => x.broadcast_matmul(&weight.t()?),
+    /// `x @ weight + bias` with candle ops (the generic path).
+    fn candle_product(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let product = match self {
+            Self::Plain(weight) => x.broadcast_matmul(weight)?,
+            Self::AsLoaded(weight) => x.broadcast_matmul(&weight.t()?)?,
             Self::PackedBf16(_) => candle_core::bail!("packed bf16 weights need the CPU kernels"),
+        };
+        match bias {
+            Some(bias) => product.broadcast_add(bias),
+            None => Ok(product),
         }
     }
 }
@@ -1151,12 +1155,7 @@ pub fn pointwise_conv(
     let (inner, cols) = weight.dims()?;
     let (rows, out_dims) = product_shape(x, (inner, cols))?;
     if !direct_product(x, weight, &[bias]) {
-        let product = weight.candle_product(x)?;
-        let product = match bias {
-            Some(bias) => product.broadcast_add(bias)?,
-            None => product,
-        };
-        return activate(&product, activation);
+        return activate(&weight.candle_product(x, bias)?, activation);
     }
     let out = with_f32(x, |x| {
         with_optional_f32(bias, |b| {
@@ -1183,12 +1182,7 @@ pub fn pointwise_conv_residual(
         );
     }
     if !direct_product(x, weight, &[bias, Some(residual)]) {
-        let product = weight.candle_product(x)?;
-        let product = match bias {
-            Some(bias) => product.broadcast_add(bias)?,
-            None => product,
-        };
-        return product + residual;
+        return weight.candle_product(x, bias)? + residual;
     }
     let out = with_f32(x, |x| {
         with_optional_f32(bias, |b| {

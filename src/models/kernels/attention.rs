@@ -41,7 +41,7 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool)
             v.dims()
         );
     }
-    if kv_heads == 0 || heads % kv_heads != 0 || seq > total {
+    if kv_heads == 0 || heads % kv_heads != 0 || (causal && seq > total) {
         candle_core::bail!(
             "{heads} query heads over {kv_heads} key/value heads, {seq} of {total} positions"
         );
@@ -167,9 +167,9 @@ struct Shape {
 
 /// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, heads `heads` (`at` is
 /// `(first, heads)`): `out` holds their rows (`[positions, heads.len() * head_dim]`), head
-/// `h`'s weighted sum of the values it may see at `(h - heads.start) * head_dim`. `k` holds the keys transposed (`[kv_heads, head_dim,
-/// total]`), `v` the values (`[kv_heads, total, head_dim]`); `scores` is scratch of
-/// `QUERY_BLOCK * total` values. A whole block of positions shares every key and value it
+/// `h`'s weighted sum of the values it may see at `(h - heads.start) * head_dim`. `k` holds
+/// the keys as [`Shape::keys_transposed`] says, `v` the values (`[kv_heads, total,
+/// head_dim]`); `scores` is scratch of `QUERY_BLOCK * total` values. A whole block of positions shares every key and value it
 /// reads; the positions of a partial block (a decoded token) go one by one.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -411,16 +411,16 @@ mod tests {
     #[test]
     fn full_attention_matches_candle_ops() {
         // An image encoder's: every position sees every other; more and fewer positions
-        // than a block.
-        for (seq, head_dim) in [(70, 64), (3, 16)] {
+        // than a block; as many queries as keys, fewer, and more.
+        for (seq, total, head_dim) in [(70, 70, 64), (3, 3, 16), (5, 40, 32), (6, 3, 16)] {
             let q = random(&[1, 4, seq, head_dim], 7);
-            let k = random(&[1, 4, seq, head_dim], 8);
-            let v = random(&[1, 4, seq, head_dim], 9);
+            let k = random(&[1, 4, total, head_dim], 8);
+            let v = random(&[1, 4, total, head_dim], 9);
             let fused = attention(&q, &k, &v, 0.125).unwrap();
             let reference = candle_attention(&q, &k, &v, 0.125, false).unwrap();
             assert_eq!(fused.dims(), &[1, seq, 4 * head_dim]);
             let diff = max_abs_diff(&fused, &reference);
-            assert!(diff < 1e-5, "{seq} positions differ by {diff}");
+            assert!(diff < 1e-5, "{seq} over {total} positions differ by {diff}");
         }
     }
 
