@@ -23,7 +23,7 @@ mod reference;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use keyscribe::models::fastvlm::{parse_dtype, FastVlm};
 use keyscribe::models::qwen2_tokenizer::chat_prompt;
@@ -81,15 +81,14 @@ fn run_once(model: &FastVlm, image: &image::RgbImage, prompt: &str) -> Timings {
     let language = model.language();
     let mut cache = language.new_cache();
     let prefill_start = Instant::now();
-    let mut logits = language.forward_embeds(&embeds, &mut cache).unwrap();
-    let mut token = argmax(&logits);
+    // Greedy decoding, as `describe` does it.
+    let mut token = language.greedy_tokens(&embeds, &mut cache).unwrap()[0];
     let prefill = prefill_start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     for _ in 1..NEW_TOKENS {
         let ids = Tensor::new(&[token], &Device::Cpu).unwrap();
         let embedded = language.embed(&ids).unwrap().unsqueeze(0).unwrap();
-        logits = language.forward_embeds(&embedded, &mut cache).unwrap();
-        token = argmax(&logits);
+        token = language.greedy_tokens(&embedded, &mut cache).unwrap()[0];
     }
     let decode = decode_start.elapsed().as_secs_f64();
     let vision = (encoded - preprocessed).as_secs_f64();
@@ -103,18 +102,6 @@ fn run_once(model: &FastVlm, image: &image::RgbImage, prompt: &str) -> Timings {
         time_to_first_token: preprocess + vision + projector + prefill,
         decode_tokens_per_s: (NEW_TOKENS - 1) as f64 / decode,
     }
-}
-
-fn argmax(logits: &Tensor) -> u32 {
-    logits
-        .squeeze(0)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-        .argmax(0)
-        .unwrap()
-        .to_scalar::<u32>()
-        .unwrap()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -416,8 +416,13 @@ impl GenerationSettings {
         }
     }
 
+    /// Whether each token is the most likely one (no sampling).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
     fn sampler(&self) -> LogitsProcessor {
-        let sampling = if self.temperature <= 0.0 {
+        let sampling = if self.is_greedy() {
             Sampling::ArgMax
         } else if self.top_p < 1.0 {
             Sampling::TopP {
@@ -698,13 +703,22 @@ impl FastVlm {
     ) -> Result<Generation, ModelError> {
         let prompt_tokens = embeds.dim(1)?;
         let mut sampler = settings.sampler();
+        // Greedy decoding asks the language model for the token itself, which it finds
+        // without computing every logit.
+        let mut next_token = |embeds: &Tensor, cache: &mut KvCache| -> Result<u32, ModelError> {
+            if settings.is_greedy() {
+                Ok(self.language.greedy_tokens(embeds, cache)?[0])
+            } else {
+                let logits = self.language.forward_embeds(embeds, cache)?;
+                Ok(sampler.sample(&logits.squeeze(0)?.to_dtype(DType::F32)?)?)
+            }
+        };
         let mut cache: KvCache = self.language.new_cache();
-        let mut logits = self.language.forward_embeds(embeds, &mut cache)?;
+        let mut token = next_token(embeds, &mut cache)?;
         let mut token_ids = Vec::new();
         let mut text = String::new();
         let mut first_token_at = None;
         while token_ids.len() < settings.max_new_tokens {
-            let token = sampler.sample(&logits.squeeze(0)?.to_dtype(DType::F32)?)?;
             first_token_at.get_or_insert_with(Instant::now);
             token_ids.push(token);
             if self.tokenizer.stop_ids().contains(&token) {
@@ -721,7 +735,7 @@ impl FastVlm {
             }
             let next = Tensor::new(&[token], &self.device)?;
             let embedded = self.language.embed(&next)?.unsqueeze(0)?;
-            logits = self.language.forward_embeds(&embedded, &mut cache)?;
+            token = next_token(&embedded, &mut cache)?;
         }
         let first_token_at = first_token_at.unwrap_or_else(Instant::now);
         let after_first = token_ids.len().saturating_sub(1);

@@ -15,9 +15,10 @@
 //! cache, and outputs are written once, never zero-filled first); on any other device or
 //! dtype it composes candle ops, so the models stay device-generic.
 //!
-//! Two submodules hold the rest: [`PackedBf16`] (bf16 weights and their products: AVX-512
-//! BF16 dot products for many rows, weights widened in registers for a decoded token) and
-//! the fused attention ([`causal_attention`], [`attention`]).
+//! Three submodules hold the rest: [`PackedBf16`] (bf16 weights and their products: AVX-512
+//! BF16 dot products for many rows, weights widened in registers for a decoded token), the
+//! fused attention ([`causal_attention`], [`attention`]), and a language model's
+//! [`OutputProjection`] (logits, or the greedy token screened with an int8 copy).
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -167,9 +168,11 @@ macro_rules! dispatch {
 }
 
 mod attention;
+mod output_projection;
 mod packed_bf16;
 
 pub use attention::{attention, causal_attention};
+pub use output_projection::OutputProjection;
 pub use packed_bf16::PackedBf16;
 use packed_bf16::{bf16_dot_products_available, PANEL};
 
@@ -1328,122 +1331,6 @@ pub fn spatial_mean(x: &Tensor) -> Result<Tensor> {
     x.reshape((batch, (), channels))?.mean(1)
 }
 
-/// Output features computed per parallel task by [`linear_bf16_weights`].
-const BF16_ROWS_PER_TASK: usize = 64;
-
-/// `Σ_k w[k] * x[k]` over a bf16 weight row and f32 inputs, in 32 independent lanes that
-/// the compiler keeps in vector registers.
-#[inline(always)]
-fn dot_bf16_generic<M: MulAdd>(weight: &[half::bf16], x: &[f32]) -> f32 {
-    const LANES: usize = 32;
-    let mut lanes = [0f32; LANES];
-    let full = weight.len() / LANES * LANES;
-    for (w, x) in weight[..full]
-        .chunks_exact(LANES)
-        .zip(x[..full].chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            // bf16 is the top half of an f32: widening is a shift.
-            let w = f32::from_bits(u32::from(w[lane].to_bits()) << 16);
-            lanes[lane] = M::mul_add(w, x[lane], lanes[lane]);
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for (w, x) in weight[full..].iter().zip(&x[full..]) {
-        sum += w.to_f32() * x;
-    }
-    sum
-}
-
-/// Rows `first..first + out.len()` of `weight` ([features, inputs], bf16) times each of
-/// `rows` input rows: `out[r * stride + o]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn bf16_rows_generic<M: MulAdd>(
-    weight: &[half::bf16],
-    inputs: usize,
-    x: &[f32],
-    rows: usize,
-    first: usize,
-    count: usize,
-    out: SharedMut,
-    stride: usize,
-) {
-    for feature in first..first + count {
-        let w = &weight[feature * inputs..(feature + 1) * inputs];
-        for row in 0..rows {
-            let value = dot_bf16_generic::<M>(w, &x[row * inputs..(row + 1) * inputs]);
-            // SAFETY: each task writes only its own features' column range.
-            unsafe { *out.offset(row * stride + feature).ptr() = value };
-        }
-    }
-}
-
-dispatch! {
-    /// [`bf16_rows_generic`] with the processor's widest vector instructions.
-    fn bf16_rows => bf16_rows_generic(
-        weight: &[half::bf16],
-        inputs: usize,
-        x: &[f32],
-        rows: usize,
-        first: usize,
-        count: usize,
-        out: SharedMut,
-        stride: usize,
-    )
-}
-
-/// `x · weightᵀ` for f32 inputs `[.., inputs]` and a row-major bf16 weight `[features,
-/// inputs]` (an embedding table used as the output projection), in f32: `[.., features]`.
-///
-/// A few rows (decoding one token) read the bf16 weight directly, widening it in registers,
-/// so a step reads half the bytes of an f32 weight; more rows widen the weight once and use
-/// the f32 matrix product. On other devices or dtypes it is candle's matmul. Weights that
-/// are not shared with a lookup table are better packed: see [`ProductWeight`].
-pub fn linear_bf16_weights(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let (features, inputs) = weight.dims2()?;
-    let direct = x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::BF16;
-    let rows = x.elem_count() / inputs.max(1);
-    if !direct || rows > BF16_DIRECT_MAX_ROWS {
-        let weight = weight.to_dtype(x.dtype())?;
-        return x.broadcast_matmul(&weight.t()?);
-    }
-    let mut shape = x.dims().to_vec();
-    *shape.last_mut().expect("a linear input has dimensions") = features;
-    let weight = weight.contiguous()?;
-    let (storage, layout) = weight.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("expected a CPU tensor");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("expected a contiguous tensor");
-    };
-    let weight_data = &cpu.as_slice::<half::bf16>()?[start..end];
-    let output = with_f32(x, |x_data| {
-        let mut out = uninit_vec::<f32>(rows * features);
-        let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
-        (0..features.div_ceil(BF16_ROWS_PER_TASK))
-            .into_par_iter()
-            .for_each(|task| {
-                let first = task * BF16_ROWS_PER_TASK;
-                let count = BF16_ROWS_PER_TASK.min(features - first);
-                bf16_rows(
-                    weight_data,
-                    inputs,
-                    x_data,
-                    rows,
-                    first,
-                    count,
-                    shared,
-                    features,
-                );
-            });
-        // SAFETY: the tasks cover every feature of every row.
-        Ok(unsafe { assume_init(out) })
-    })?;
-    Tensor::from_vec(output, shape, x.device())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1603,20 +1490,6 @@ mod tests {
             let summed = pointwise_conv_residual(&x, weight, Some(&bias), &residual).unwrap();
             let diff = max_abs_diff(&summed, &(&plain + &residual).unwrap());
             assert!(diff < 1e-4, "{shape} with residual: {diff}");
-        }
-    }
-
-    #[test]
-    fn row_major_bf16_products_match_f32_products_of_the_rounded_weights() {
-        let weight = random(&[70, 45], 11).to_dtype(DType::BF16).unwrap();
-        let widened = weight.to_dtype(DType::F32).unwrap();
-        for rows in [1, 3, BF16_DIRECT_MAX_ROWS + 1, 11] {
-            let x = random(&[1, rows, 45], 12 + rows as u64);
-            let ours = linear_bf16_weights(&x, &weight).unwrap();
-            let expected = x.broadcast_matmul(&widened.t().unwrap()).unwrap();
-            assert_eq!(ours.dims(), &[1, rows, 70]);
-            let diff = max_abs_diff(&ours, &expected);
-            assert!(diff < 1e-5, "{rows} rows differ by {diff}");
         }
     }
 

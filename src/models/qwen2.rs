@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde_json::Value;
 
-use super::kernels::{self, activation_dtype, Activation, Linear};
+use super::kernels::{self, activation_dtype, Activation, Linear, OutputProjection};
 use super::ModelError;
 
 /// The sizes of a Qwen2 decoder, read from a transformers or LLaVA `config.json`.
@@ -355,7 +355,7 @@ pub struct Qwen2 {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     /// The output projection `[vocab, hidden]`, row-major (it may be the embedding table).
-    lm_head: Tensor,
+    lm_head: OutputProjection,
     rotary: Rotary,
     activations: DType,
     config: Qwen2Config,
@@ -385,7 +385,7 @@ impl Qwen2 {
             embed_tokens: Embedding::new(embeddings, hidden),
             layers,
             norm,
-            lm_head,
+            lm_head: OutputProjection::new(lm_head)?,
             rotary: Rotary::new(config, activations, model.device())?,
             activations,
             config: config.clone(),
@@ -423,11 +423,29 @@ impl Qwen2 {
         embeds: &Tensor,
         cache: &mut KvCache,
     ) -> candle_core::Result<Tensor> {
-        kernels::on_thread_pool(|| self.forward_on_pool(embeds, cache))
+        kernels::on_thread_pool(|| {
+            let last = self.last_hidden(embeds, cache)?;
+            self.lm_head.forward(&last)?.squeeze(1)
+        })
     }
 
-    /// [`Self::forward_embeds`], on whichever thread calls it.
-    fn forward_on_pool(&self, embeds: &Tensor, cache: &mut KvCache) -> candle_core::Result<Tensor> {
+    /// [`Self::forward_embeds`] for greedy decoding: the id of each sequence's largest
+    /// last-position logit (the first of equal ones), one per batch row. The same token as
+    /// the logits' argmax, found without computing every logit (see [`OutputProjection`]).
+    pub fn greedy_tokens(
+        &self,
+        embeds: &Tensor,
+        cache: &mut KvCache,
+    ) -> candle_core::Result<Vec<u32>> {
+        kernels::on_thread_pool(|| {
+            let last = self.last_hidden(embeds, cache)?;
+            self.lm_head.argmax(&last)
+        })
+    }
+
+    /// Runs the decoder layers as [`Self::forward_embeds`] describes and returns the
+    /// normalised hidden state of the last position, `[batch, 1, hidden]`.
+    fn last_hidden(&self, embeds: &Tensor, cache: &mut KvCache) -> candle_core::Result<Tensor> {
         let seq = embeds.dim(1)?;
         let start = cache.len;
         if start + seq > self.config.max_position_embeddings {
@@ -445,8 +463,7 @@ impl Qwen2 {
             x = layer.forward(&x, &self.rotary, layer_cache, start)?;
         }
         cache.len = start + seq;
-        let last = x.narrow(1, seq - 1, 1)?;
-        kernels::linear_bf16_weights(&self.norm.forward(&last)?, &self.lm_head)?.squeeze(1)
+        self.norm.forward(&x.narrow(1, seq - 1, 1)?)
     }
 }
 
@@ -537,6 +554,23 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-5, "cached decoding differs by {diff}");
+    }
+
+    #[test]
+    fn greedy_tokens_are_the_argmax_of_the_logits_at_every_step() {
+        let config = tiny_config();
+        let model = random_model(&config);
+        let (mut logits_cache, mut greedy_cache) = (model.new_cache(), model.new_cache());
+        let mut ids = Tensor::new(&[3u32, 17, 5], &Device::Cpu).unwrap();
+        for _ in 0..8 {
+            let embeds = model.embed(&ids).unwrap().unsqueeze(0).unwrap();
+            let logits = model.forward_embeds(&embeds, &mut logits_cache).unwrap();
+            let greedy = model.greedy_tokens(&embeds, &mut greedy_cache).unwrap();
+            let expected = logits.argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+            assert_eq!(greedy, expected);
+            ids = Tensor::new(greedy.as_slice(), &Device::Cpu).unwrap();
+        }
+        assert_eq!(greedy_cache.len(), 10);
     }
 
     #[test]
