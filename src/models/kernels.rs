@@ -282,12 +282,33 @@ fn depthwise_pixel<M: MulAdd, const LANES: usize>(
         acc[..lanes].copy_from_slice(&bias[c0..c0 + lanes]);
         for ky in ky0..ky1 {
             let iy = (row_origin + ky as isize) as usize;
-            for kx in kx0..kx1 {
-                let ix = (col_origin + kx as isize) as usize;
-                let v = &input[(iy * geometry.width + ix) * channels + c0..][..lanes];
-                let w = &weight[(ky * k + kx) * channels + c0..][..lanes];
-                for j in 0..lanes {
-                    acc[j] = M::mul_add(w[j], v[j], acc[j]);
+            let first = (iy * geometry.width) as isize + col_origin;
+            let taps = &input[(first + kx0 as isize) as usize * channels..]
+                [..(kx1 - kx0 - 1) * channels + c0 + lanes];
+            let weights =
+                &weight[(ky * k + kx0) * channels..][..(kx1 - kx0 - 1) * channels + c0 + lanes];
+            if lanes == LANES {
+                // Whole vectors: one bounds check per row of taps, none per tap.
+                for tap in 0..kx1 - kx0 {
+                    let at = tap * channels + c0;
+                    // SAFETY: `at + LANES` is within both slices (their lengths above).
+                    let (v, w) = unsafe {
+                        (
+                            &*taps.as_ptr().add(at).cast::<[f32; LANES]>(),
+                            &*weights.as_ptr().add(at).cast::<[f32; LANES]>(),
+                        )
+                    };
+                    for j in 0..LANES {
+                        acc[j] = M::mul_add(w[j], v[j], acc[j]);
+                    }
+                }
+            } else {
+                for tap in 0..kx1 - kx0 {
+                    let at = tap * channels + c0;
+                    let (v, w) = (&taps[at..at + lanes], &weights[at..at + lanes]);
+                    for j in 0..lanes {
+                        acc[j] = M::mul_add(w[j], v[j], acc[j]);
+                    }
                 }
             }
         }
@@ -306,9 +327,9 @@ fn depthwise_pixel<M: MulAdd, const LANES: usize>(
 ///
 /// Away from the left and right borders, `PX` neighbouring pixels are computed together,
 /// `LANES` channels at a time, so that each weight vector loaded serves `PX` accumulators
-/// kept in registers.
+/// kept in registers (with `AVX512`, by [`depthwise_block_avx512`]).
 #[inline(always)]
-fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize>(
+fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: bool>(
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
@@ -338,36 +359,46 @@ fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize>(
     while out_x < geometry.out_width {
         if full > 0 && out_x >= interior_start && out_x + PX <= interior_end {
             let first_column = out_x * stride - padding;
-            for c0 in (0..full).step_by(LANES) {
-                let mut acc = [[0f32; LANES]; PX];
-                for a in acc.iter_mut() {
-                    a.copy_from_slice(&bias[c0..c0 + LANES]);
-                }
-                for ky in ky0..ky1 {
-                    let iy = (row_origin + ky as isize) as usize;
-                    let row = &input[iy * width * channels..(iy + 1) * width * channels];
-                    for kx in 0..k {
-                        let w: &[f32; LANES] = weight[(ky * k + kx) * channels + c0..][..LANES]
-                            .try_into()
-                            .expect("LANES values");
-                        for (px, a) in acc.iter_mut().enumerate() {
-                            let ix = first_column + px * stride + kx;
-                            let v: &[f32; LANES] = row[ix * channels + c0..][..LANES]
+            if AVX512 && LANES == 16 && PX == 8 {
+                // SAFETY: only the AVX-512 variant is instantiated with `AVX512`.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    depthwise_blocks_avx512::<M>(
+                        input, weight, bias, out_row, geometry, out_y, out_x, activation,
+                    )
+                };
+            } else {
+                for c0 in (0..full).step_by(LANES) {
+                    let mut acc = [[0f32; LANES]; PX];
+                    for a in acc.iter_mut() {
+                        a.copy_from_slice(&bias[c0..c0 + LANES]);
+                    }
+                    for ky in ky0..ky1 {
+                        let iy = (row_origin + ky as isize) as usize;
+                        let row = &input[iy * width * channels..(iy + 1) * width * channels];
+                        for kx in 0..k {
+                            let w: &[f32; LANES] = weight[(ky * k + kx) * channels + c0..][..LANES]
                                 .try_into()
                                 .expect("LANES values");
-                            for j in 0..LANES {
-                                a[j] = M::mul_add(w[j], v[j], a[j]);
+                            for (px, a) in acc.iter_mut().enumerate() {
+                                let ix = first_column + px * stride + kx;
+                                let v: &[f32; LANES] = row[ix * channels + c0..][..LANES]
+                                    .try_into()
+                                    .expect("LANES values");
+                                for j in 0..LANES {
+                                    a[j] = M::mul_add(w[j], v[j], a[j]);
+                                }
                             }
                         }
                     }
-                }
-                for (px, a) in acc.iter_mut().enumerate() {
-                    if activation == Activation::Gelu {
-                        for v in a.iter_mut() {
-                            *v = gelu_scalar::<M>(*v);
+                    for (px, a) in acc.iter_mut().enumerate() {
+                        if activation == Activation::Gelu {
+                            for v in a.iter_mut() {
+                                *v = gelu_scalar::<M>(*v);
+                            }
                         }
+                        out_row[(out_x + px) * channels + c0..][..LANES].copy_from_slice(a);
                     }
-                    out_row[(out_x + px) * channels + c0..][..LANES].copy_from_slice(a);
                 }
             }
             for px in 0..PX {
@@ -388,8 +419,112 @@ fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize>(
     }
 }
 
+/// The vector channels of eight interior output pixels from `out_x` on, 16 channels per
+/// [`depthwise_block_avx512`] call.
+///
+/// # Safety
+///
+/// The processor has AVX-512F.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn depthwise_rows<M: MulAdd, const LANES: usize, const PX: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_blocks_avx512<M: MulAdd>(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    out_row: &mut [f32],
+    geometry: ConvGeometry,
+    out_y: usize,
+    out_x: usize,
+    activation: Activation,
+) {
+    const LANES: usize = 16;
+    const PX: usize = 8;
+    let channels = bias.len();
+    let (k, stride, width) = (geometry.kernel, geometry.stride, geometry.width);
+    let (ky0, ky1) = geometry.taps(out_y, geometry.height);
+    let first_row = (out_y * stride + ky0) - geometry.padding;
+    let first_column = out_x * stride - geometry.padding;
+    // Every tap the blocks read lies inside `input` and `weight`.
+    assert!(
+        ky1 <= k
+            && (first_row + ky1 - ky0) * width * channels <= input.len()
+            && first_column + (PX - 1) * stride + k <= width
+            && weight.len() >= k * k * channels
+    );
+    for c0 in (0..channels / LANES * LANES).step_by(LANES) {
+        let pixels = &mut out_row[out_x * channels + c0..][..(PX - 1) * channels + LANES];
+        // SAFETY: the caller guarantees AVX-512F; the taps are in bounds (asserted above).
+        unsafe {
+            depthwise_block_avx512(
+                input[(first_row * width + first_column) * channels + c0..].as_ptr(),
+                width * channels,
+                ky1 - ky0,
+                weight[ky0 * k * channels + c0..].as_ptr(),
+                k,
+                channels,
+                stride,
+                &bias[c0..c0 + LANES],
+                pixels,
+            )
+        };
+        if activation == Activation::Gelu {
+            for px in 0..PX {
+                for v in &mut pixels[px * channels..px * channels + LANES] {
+                    *v = gelu_scalar::<M>(*v);
+                }
+            }
+        }
+    }
+}
+
+/// Eight neighbouring output pixels of a depthwise convolution, 16 channels, all taps
+/// inside the input: `out[px * channels + j] = bias[j] + Σ_ky Σ_kx weight[(ky * kernel +
+/// kx) * channels + j] * input[ky * row_stride + (px * stride + kx) * channels + j]` for
+/// `ky < rows`, with the accumulators in AVX-512 registers.
+///
+/// # Safety
+///
+/// The processor has AVX-512F, and `input` and `weight` hold every element the formula
+/// reads.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_block_avx512(
+    input: *const f32,
+    row_stride: usize,
+    rows: usize,
+    weight: *const f32,
+    kernel: usize,
+    channels: usize,
+    stride: usize,
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    assert!(bias.len() >= 16 && out.len() >= 7 * channels + 16);
+    // SAFETY: the caller guarantees every address read; `out` holds every address written.
+    unsafe {
+        let mut acc = [_mm512_loadu_ps(bias.as_ptr()); 8];
+        for ky in 0..rows {
+            let row = input.add(ky * row_stride);
+            let weights = weight.add(ky * kernel * channels);
+            for kx in 0..kernel {
+                let w = _mm512_loadu_ps(weights.add(kx * channels));
+                for (px, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_loadu_ps(row.add((px * stride + kx) * channels));
+                    *a = _mm512_fmadd_ps(w, v, *a);
+                }
+            }
+        }
+        for (px, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(out.as_mut_ptr().add(px * channels), *a);
+        }
+    }
+}
+
+#[inline(always)]
+fn depthwise_rows<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: bool>(
     input: &[f32],
     weight: &[f32],
     bias: &[f32],
@@ -400,7 +535,7 @@ fn depthwise_rows<M: MulAdd, const LANES: usize, const PX: usize>(
 ) {
     let row_len = geometry.out_width * bias.len();
     for (i, out_row) in out_rows.chunks_mut(row_len).enumerate() {
-        depthwise_row::<M, LANES, PX>(
+        depthwise_row::<M, LANES, PX, AVX512>(
             input,
             weight,
             bias,
@@ -435,7 +570,7 @@ fn depthwise_rows_dispatch(
             first_row: usize,
             activation: Activation,
         ) {
-            depthwise_rows::<Fused, 16, 8>(
+            depthwise_rows::<Fused, 16, 8, true>(
                 input, weight, bias, out_rows, geometry, first_row, activation,
             )
         }
@@ -449,7 +584,7 @@ fn depthwise_rows_dispatch(
             first_row: usize,
             activation: Activation,
         ) {
-            depthwise_rows::<Fused, 16, 4>(
+            depthwise_rows::<Fused, 16, 4, false>(
                 input, weight, bias, out_rows, geometry, first_row, activation,
             )
         }
@@ -472,7 +607,7 @@ fn depthwise_rows_dispatch(
             Simd::Portable => {}
         }
     }
-    depthwise_rows::<Plain, 16, 2>(
+    depthwise_rows::<Plain, 16, 2, false>(
         input, weight, bias, out_rows, geometry, first_row, activation,
     )
 }
@@ -533,7 +668,7 @@ pub fn depthwise_conv2d(
     let geometry = ConvGeometry::new(height, width, kernel, stride, padding);
     let image_len = height * width * out_channels;
     let out_image_len = geometry.out_height * geometry.out_width * out_channels;
-    let mut out = vec![0f32; batch * out_image_len];
+    let mut out = uninit_vec::<f32>(batch * out_image_len);
     with_f32(x, |input| {
         with_f32(weight, |weight| {
             with_f32(bias, |bias| {
@@ -548,6 +683,14 @@ pub fn depthwise_conv2d(
                 out.par_chunks_mut(row_len)
                     .enumerate()
                     .for_each(|(row, out_row)| {
+                        // SAFETY: the kernel writes every element of its row before it reads
+                        // any (an activation reads back what it wrote).
+                        let out_row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_row.as_mut_ptr().cast::<f32>(),
+                                out_row.len(),
+                            )
+                        };
                         let image = row / geometry.out_height;
                         let y = row % geometry.out_height;
                         let input = &input[image * image_len..(image + 1) * image_len];
@@ -559,6 +702,8 @@ pub fn depthwise_conv2d(
             })
         })
     })?;
+    // SAFETY: the rows cover every element.
+    let out = unsafe { assume_init(out) };
     Tensor::from_vec(
         out,
         (batch, geometry.out_height, geometry.out_width, out_channels),
@@ -1395,6 +1540,11 @@ mod tests {
             (16, 2, 7, 2, 13),
             (35, 2, 3, 2, 8),
             (64, 1, 3, 2, 6),
+            // Wide enough for blocks of 8 interior pixels (vector channels plus a tail).
+            (40, 1, 7, 1, 20),
+            (48, 1, 3, 1, 18),
+            (32, 1, 3, 2, 24),
+            (16, 2, 7, 2, 30),
         ] {
             let x = random(&[2, size, size + 1, channels], 1);
             let weight = random(&[kernel, kernel, channels * multiplier], 2);
@@ -1460,6 +1610,13 @@ mod tests {
         let fused = depthwise_conv2d(&x, &weight, &bias, 2, 1, Activation::Gelu).unwrap();
         let separate =
             gelu(&depthwise_conv2d(&x, &weight, &bias, 2, 1, Activation::Identity).unwrap())
+                .unwrap();
+        assert!(max_abs_diff(&fused, &separate) < 1e-6);
+        // Blocks of 8 interior pixels.
+        let wide = random(&[1, 6, 24, 40], 16);
+        let fused = depthwise_conv2d(&wide, &weight, &bias, 1, 1, Activation::Gelu).unwrap();
+        let separate =
+            gelu(&depthwise_conv2d(&wide, &weight, &bias, 1, 1, Activation::Identity).unwrap())
                 .unwrap();
         assert!(max_abs_diff(&fused, &separate) < 1e-6);
         let weight = random(&[3, 3, 40, 8], 14);
