@@ -416,15 +416,12 @@ impl GenerationSettings {
         }
     }
 
-    /// Whether each token is the most likely one (no sampling).
-    pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0
-    }
-
-    fn sampler(&self) -> LogitsProcessor {
-        let sampling = if self.is_greedy() {
-            Sampling::ArgMax
-        } else if self.top_p < 1.0 {
+    /// The sampler, or `None` for greedy decoding.
+    fn sampler(&self) -> Option<LogitsProcessor> {
+        if self.temperature <= 0.0 {
+            return None;
+        }
+        let sampling = if self.top_p < 1.0 {
             Sampling::TopP {
                 p: self.top_p,
                 temperature: self.temperature,
@@ -434,7 +431,7 @@ impl GenerationSettings {
                 temperature: self.temperature,
             }
         };
-        LogitsProcessor::from_sampling(self.seed, sampling)
+        Some(LogitsProcessor::from_sampling(self.seed, sampling))
     }
 }
 
@@ -706,11 +703,12 @@ impl FastVlm {
         // Greedy decoding asks the language model for the token itself, which it finds
         // without computing every logit.
         let mut next_token = |embeds: &Tensor, cache: &mut KvCache| -> Result<u32, ModelError> {
-            if settings.is_greedy() {
-                Ok(self.language.greedy_tokens(embeds, cache)?[0])
-            } else {
-                let logits = self.language.forward_embeds(embeds, cache)?;
-                Ok(sampler.sample(&logits.squeeze(0)?.to_dtype(DType::F32)?)?)
+            match sampler.as_mut() {
+                None => Ok(self.language.greedy_tokens(embeds, cache)?[0]),
+                Some(sampler) => {
+                    let logits = self.language.forward_embeds(embeds, cache)?;
+                    Ok(sampler.sample(&logits.squeeze(0)?.to_dtype(DType::F32)?)?)
+                }
             }
         };
         let mut cache: KvCache = self.language.new_cache();

@@ -23,7 +23,7 @@
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Result, Storage, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Storage, Tensor, WithDType, D};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -71,12 +71,17 @@ fn on_cpu_f32(tensor: &Tensor) -> bool {
 
 /// Runs `f` over the tensor's data as one contiguous f32 slice (CPU only).
 fn with_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    with_data(tensor, f)
+}
+
+/// Runs `f` over the tensor's data as one contiguous slice of its dtype `T` (CPU only).
+fn with_data<T: WithDType, R>(tensor: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("expected a CPU tensor");
     };
-    let data = cpu.as_slice::<f32>()?;
+    let data = cpu.as_slice::<T>()?;
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("expected a contiguous tensor");
     };
@@ -109,6 +114,55 @@ impl MulAdd for Plain {
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
     }
+}
+
+/// The weight element types the dot products read, widened to f32 in registers.
+trait Widen: Copy {
+    fn widen(self) -> f32;
+}
+
+impl Widen for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Widen for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        // bf16 is the top half of an f32: widening is a shift.
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+impl Widen for i8 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+/// `Σ_k w[k] * x[k]` in 32 independent lanes that the compiler keeps in vector registers,
+/// then summed in a fixed order: the same inputs always give the same bits.
+#[inline(always)]
+fn dot<M: MulAdd, W: Widen>(weight: &[W], x: &[f32]) -> f32 {
+    const LANES: usize = 32;
+    let mut lanes = [0f32; LANES];
+    let full = weight.len() / LANES * LANES;
+    for (w, x) in weight[..full]
+        .chunks_exact(LANES)
+        .zip(x[..full].chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            lanes[lane] = M::mul_add(w[lane].widen(), x[lane], lanes[lane]);
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for (w, x) in weight[full..].iter().zip(&x[full..]) {
+        sum = M::mul_add(w.widen(), *x, sum);
+    }
+    sum
 }
 
 /// The widest vector instructions the processor offers (checked once, cached by std).

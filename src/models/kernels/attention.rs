@@ -13,7 +13,7 @@ use std::ops::Range;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, Simd};
+use super::{dot, exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, Simd};
 
 /// Softmax attention of `q` `[batch, heads, seq, head_dim]` over `k` and `v` `[batch,
 /// kv_heads, total, head_dim]`, where the queries are the last `seq` of `total` positions
@@ -273,7 +273,7 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
                 .enumerate()
             {
                 for (r, query) in queries.iter().enumerate() {
-                    scores[r * total + j] = dot::<M>(query, key) * scale;
+                    scores[r * total + j] = dot::<M, f32>(key, query) * scale;
                 }
             }
         }
@@ -324,28 +324,6 @@ fn attention_block<M: MulAdd, const POSITIONS: usize>(
             }
         }
     }
-}
-
-/// `Σ a[i] * b[i]`, in 16 independent lanes.
-#[inline(always)]
-fn dot<M: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut lanes = [0f32; LANES];
-    let whole = a.len() / LANES * LANES;
-    for (a, b) in a[..whole]
-        .chunks_exact(LANES)
-        .zip(b[..whole].chunks_exact(LANES))
-    {
-        for ((lane, &a), &b) in lanes.iter_mut().zip(a).zip(b) {
-            *lane = M::mul_add(a, b, *lane);
-        }
-    }
-    let tail = a[whole..]
-        .iter()
-        .zip(&b[whole..])
-        .map(|(a, b)| a * b)
-        .sum::<f32>();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// `values` folded with `f` in 16 independent lanes (so that the compiler vectorises it),

@@ -13,12 +13,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Result, Storage, Tensor};
+use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use super::{
-    assume_init, simd, uninit_vec, with_f32, Fused, MulAdd, Plain, SharedMut, Simd,
-    BF16_DIRECT_MAX_ROWS,
+    assume_init, dot, simd, uninit_vec, with_data, with_f32, Fused, MulAdd, Plain, SharedMut, Simd,
+    Widen, BF16_DIRECT_MAX_ROWS,
 };
 
 /// Output features computed per parallel task.
@@ -32,33 +32,6 @@ const ESTIMATE_BOUND: f32 = 0.5 + 1.0 / 64.0;
 
 /// When more than this fraction of rows would have to be computed exactly, all are.
 const MAX_CANDIDATE_FRACTION: usize = 16;
-
-/// The weight element types the dot products read, widened to f32 in registers.
-trait Widen: Copy {
-    fn widen(self) -> f32;
-}
-
-impl Widen for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-impl Widen for half::bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        // bf16 is the top half of an f32: widening is a shift.
-        f32::from_bits(u32::from(self.to_bits()) << 16)
-    }
-}
-
-impl Widen for i8 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        f32::from(self)
-    }
-}
 
 /// A row-major `[features, inputs]` weight in one of the element types it may have.
 #[derive(Clone, Copy)]
@@ -78,28 +51,6 @@ impl<'a> RowMajor<'a> {
             Self::Int8(w) => Self::Int8(&w[range]),
         }
     }
-}
-
-/// `Σ_k w[k] * x[k]` in 32 independent lanes that the compiler keeps in vector registers,
-/// then summed in a fixed order: the same inputs always give the same bits.
-#[inline(always)]
-fn dot<M: MulAdd, W: Widen>(weight: &[W], x: &[f32]) -> f32 {
-    const LANES: usize = 32;
-    let mut lanes = [0f32; LANES];
-    let full = weight.len() / LANES * LANES;
-    for (w, x) in weight[..full]
-        .chunks_exact(LANES)
-        .zip(x[..full].chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            lanes[lane] = M::mul_add(w[lane].widen(), x[lane], lanes[lane]);
-        }
-    }
-    let mut sum: f32 = lanes.iter().sum();
-    for (w, x) in weight[full..].iter().zip(&x[full..]) {
-        sum = M::mul_add(w.widen(), *x, sum);
-    }
-    sum
 }
 
 /// Features `first..first + count` of `weight` times each of `rows` input rows of `x`:
@@ -202,10 +153,7 @@ impl Int8Rows {
         match weight {
             RowMajor::F32(w) => Self::quantize_rows(w, inputs),
             RowMajor::Bf16(w) => Self::quantize_rows(w, inputs),
-            RowMajor::Int8(w) => Self {
-                values: w.to_vec(),
-                scales: vec![1.0; w.len() / inputs.max(1)],
-            },
+            RowMajor::Int8(w) => Self::quantize_rows(w, inputs),
         }
     }
 
@@ -330,20 +278,13 @@ impl OutputProjection {
     }
 }
 
-/// Runs `f` over the CPU data of a contiguous f32 or bf16 weight.
+/// Runs `f` over the CPU data of an f32 or bf16 weight.
 fn weight_rows<R>(weight: &Tensor, f: impl FnOnce(RowMajor<'_>) -> R) -> Result<R> {
-    let (storage, layout) = weight.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("expected a CPU tensor");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("expected a contiguous tensor");
-    };
-    Ok(match weight.dtype() {
-        DType::F32 => f(RowMajor::F32(&cpu.as_slice::<f32>()?[start..end])),
-        DType::BF16 => f(RowMajor::Bf16(&cpu.as_slice::<half::bf16>()?[start..end])),
+    match weight.dtype() {
+        DType::F32 => with_data(weight, |w| Ok(f(RowMajor::F32(w)))),
+        DType::BF16 => with_data(weight, |w| Ok(f(RowMajor::Bf16(w)))),
         other => candle_core::bail!("no direct output projection for {other:?} weights"),
-    })
+    }
 }
 
 /// The rows that may hold the largest logit of input `x`, given each row's int8 dot
