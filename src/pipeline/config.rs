@@ -312,6 +312,15 @@ mod tests {
     }
 
     #[test]
+    fn settings_record_the_decimals_written() {
+        let text = "[select]\nchange_threshold = 0.3\nadaptive_factor = 2.1\n";
+        let config = PipelineConfig::parse(text, Path::new("p.toml"), Path::new(".")).unwrap();
+        let json = config.to_json().to_string();
+        assert!(json.contains("\"change_threshold\":0.3,"), "{json}");
+        assert!(json.contains("\"adaptive_factor\":2.1,"), "{json}");
+    }
+
+    #[test]
     fn relative_model_directories_follow_the_pipeline_file() {
         let text = "[embed]\ndir = \"weights/s0\"\n";
         let config = PipelineConfig::parse(text, Path::new("/p/x.toml"), Path::new("/p")).unwrap();
