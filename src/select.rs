@@ -83,6 +83,7 @@ pub struct SelectConfig {
     /// For CLIP-family image embeddings, frames of one shot typically sit within 0.02–0.1 of
     /// each other and different shots 0.2–0.6 apart; the default has yet to be checked
     /// against MobileCLIP2 on real footage.
+    #[serde(serialize_with = "crate::serde_f32::shortest")]
     pub change_threshold: f32,
     /// Raise the threshold in footage that changes a lot all the time: the effective
     /// threshold is `max(change_threshold, adaptive_factor * median change score over the
@@ -91,6 +92,7 @@ pub struct SelectConfig {
     /// How far back the adaptive threshold looks, in seconds.
     pub adaptive_window_s: f64,
     /// How many times the recent median change score a change must exceed.
+    #[serde(serialize_with = "crate::serde_f32::shortest")]
     pub adaptive_factor: f32,
     /// How much of the current scene's most recent confirmed footage forms its reference,
     /// in seconds.

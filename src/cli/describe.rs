@@ -1,7 +1,6 @@
 //! `keyscribe describe IMAGE`: one FastVLM description of one image, streamed as it is
 //! generated.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -11,6 +10,8 @@ use serde::Serialize;
 use keyscribe::models::captioner_device;
 use keyscribe::models::fastvlm::{parse_dtype, FastVlm, GenerationSettings};
 use keyscribe::pipeline::{locate_captioner, ModelDirs, PipelineConfig};
+
+use super::stdout;
 
 /// Arguments of `keyscribe describe`.
 #[derive(Debug, Args)]
@@ -89,15 +90,17 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     }
     let instruction = args.prompt.unwrap_or(defaults.prompt);
     let stream = !args.json;
-    let mut stdout = std::io::stdout();
+    // The first failed write (a closed stdout, say) stops the streaming; it is returned
+    // once the generation is over.
+    let mut streamed: anyhow::Result<()> = Ok(());
     let generation = model
         .describe(&image, &instruction, &settings, &mut |text| {
-            if stream {
-                let _ = write!(stdout, "{text}");
-                let _ = stdout.flush();
+            if stream && streamed.is_ok() {
+                streamed = stdout::write(text);
             }
         })
         .with_context(|| format!("describing {}", args.image.display()))?;
+    streamed?;
     let ttft_ms = generation.time_to_first_token.as_secs_f64() * 1000.0;
     if args.json {
         let document = DescriptionJson {
@@ -106,17 +109,15 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
             ttft_ms,
             tokens_per_s: generation.tokens_per_second,
         };
-        println!("{}", serde_json::to_string(&document)?);
+        stdout::json_line(&document)?;
     } else {
-        println!();
-        eprintln!(
-            "{}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
+        stdout::line("")?;
+        stdout::note(format_args!("{}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
             model.name(),
             generation.prompt_tokens,
             generation.vision.as_secs_f64() * 1000.0,
             generation.token_ids.len(),
-            generation.tokens_per_second
-        );
+            generation.tokens_per_second));
     }
     Ok(())
 }

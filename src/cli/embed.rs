@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use keyscribe::models::mobileclip::MobileClip;
 
+use super::stdout;
+
 /// Arguments of `keyscribe embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -75,17 +77,17 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             dim: model.dim(),
             embeddings,
         };
-        println!("{}", serde_json::to_string(&document)?);
+        stdout::json_line(&document)?;
         return Ok(());
     }
-    eprintln!(
+    stdout::note(format_args!(
         "{}: {}-d L2-normalised embeddings",
         model.name(),
         model.dim()
-    );
+    ));
     for (label, row) in labels.iter().zip(&embeddings) {
         let values: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
-        println!("{label}\t{}", values.join(" "));
+        stdout::line(format_args!("{label}\t{}", values.join(" ")))?;
     }
     Ok(())
 }

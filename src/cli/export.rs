@@ -1,14 +1,16 @@
 //! `keyscribe export ANALYSIS --format F [-o FILE]`: subtitles and tables from an analysis.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
-use keyscribe::analysis::Analysis;
 use keyscribe::atomic;
 use keyscribe::output::{self, Format};
+use keyscribe::output_paths::{prepare_outputs, NamedPath};
+
+use super::analysis_input::load_analysis;
+use super::stdout;
 
 /// Arguments of `keyscribe export`.
 #[derive(Debug, Args)]
@@ -39,29 +41,25 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             })?,
         (None, None) => bail!("no --format given (srt, vtt, chapters, json, jsonl or csv)"),
     };
-    let analysis = Analysis::load(&args.analysis)?;
+    let analysis = load_analysis(&args.analysis)?;
+    if let Some(path) = &args.output {
+        prepare_outputs(
+            &[NamedPath::new("analysis document", &args.analysis)],
+            &[NamedPath::new("export file", path)],
+        )?;
+    }
     let source = args.analysis.display();
     if format.needs_captions() && output::caption_cues(&analysis).is_empty() {
-        eprintln!("keyscribe: warning: {source} has no captions, so the {format} file has no cues (was it made without a captioner?)");
+        stdout::note(format_args!("keyscribe: warning: {source} has no captions, so the {format} file has no cues (was it made without a captioner?)"));
     }
     if format == Format::Chapters && analysis.chapters.is_empty() {
-        eprintln!("keyscribe: warning: {source} has no chapters, so the chapters file has no cues (run `keyscribe summarize` first)");
+        stdout::note(format_args!("keyscribe: warning: {source} has no chapters, so the chapters file has no cues (run `keyscribe summarize` first)"));
     }
     let text = output::render(format, &analysis);
     match &args.output {
         Some(path) => atomic::write(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush());
-            match written {
-                // A reader that stopped early (`| head`) is not a failure.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other.context("writing to stdout")?,
-            }
-        }
+        None => stdout::write(text)?,
     }
     Ok(())
 }

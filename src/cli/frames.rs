@@ -8,6 +8,8 @@ use clap::Args;
 use keyscribe::pipeline::{write_frames, StopSignal};
 use keyscribe::video::{DecodeOptions, ResizeMode, SampleRate, Size};
 
+use super::stdout;
+
 /// Arguments of `keyscribe frames`.
 #[derive(Debug, Args)]
 pub struct FramesArgs {
@@ -50,13 +52,13 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     )
     .context("extracting frames")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&index)?);
+        stdout::json_pretty(&index)?;
     } else {
-        eprintln!(
+        stdout::note(format_args!(
             "wrote {} frames and index.json to {}",
             index.frames.len(),
             args.out.display()
-        );
+        ));
     }
     Ok(())
 }

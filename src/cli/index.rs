@@ -6,6 +6,8 @@ use clap::Args;
 
 use keyscribe::pipeline::{index_folder, ModelDirs, PipelineConfig, StopSignal};
 
+use super::stdout;
+
 /// Arguments of `keyscribe index`.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
@@ -50,19 +52,27 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
                 } else {
                     "analysing"
                 };
-                eprintln!("[{}/{}] {}: {status}", position + 1, total, video.display());
+                stdout::note(format_args!(
+                    "[{}/{}] {}: {status}",
+                    position + 1,
+                    total,
+                    video.display()
+                ));
             }
         },
     )?;
     for (video, reason) in &report.failed {
-        eprintln!("keyscribe: warning: skipped {}: {reason}", video.display());
+        stdout::note(format_args!(
+            "keyscribe: warning: skipped {}: {reason}",
+            video.display()
+        ));
     }
-    eprintln!(
+    stdout::note(format_args!(
         "{} analysed, {} already analysed, {} failed; index: {}",
         report.analysed.len(),
         report.skipped.len(),
         report.failed.len(),
         report.index.display()
-    );
+    ));
     Ok(())
 }

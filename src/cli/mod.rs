@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Results go to stdout, messages for
 //! people to stderr; errors are one line naming the input and the problem.
 
+mod analysis_input;
 mod describe;
 mod embed;
 mod export;
@@ -11,6 +12,7 @@ mod probe;
 mod report;
 mod run;
 mod search;
+mod stdout;
 mod summarize;
 
 use std::process::ExitCode;
@@ -59,8 +61,8 @@ enum Command {
     Embed(embed::EmbedArgs),
 }
 
-/// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
-/// 2 bad usage (clap), 130 interrupted.
+/// Runs the command line and maps the outcome to an exit code: 0 success (also when the
+/// reader of stdout closed it early), 1 failure, 2 bad usage (clap), 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -79,6 +81,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is a normal end.
+        Err(error) if stdout::is_closed_stdout(&error) => ExitCode::SUCCESS,
         Err(error) => print_error(&error),
     }
 }
@@ -89,10 +93,10 @@ fn print_error(error: &anyhow::Error) -> ExitCode {
         .chain()
         .any(|cause| matches!(cause.downcast_ref(), Some(PipelineError::Interrupted)));
     if interrupted {
-        eprintln!("keyscribe: interrupted");
+        stdout::note("keyscribe: interrupted");
         return ExitCode::from(130);
     }
-    eprintln!("keyscribe: error: {}", one_line(error));
+    stdout::note(format_args!("keyscribe: error: {}", one_line(error)));
     ExitCode::FAILURE
 }
 

@@ -9,6 +9,8 @@ use clap::{Args, Subcommand};
 use keyscribe::models::store::{self, HubSettings};
 use keyscribe::pipeline::verify_model;
 
+use super::stdout;
+
 /// Arguments of `keyscribe models`.
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
@@ -54,7 +56,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                 let manifest = store::manifest(&name)?;
                 let located = store::fetch(manifest, &settings)
                     .with_context(|| format!("fetching {}", manifest.name))?;
-                println!("{}\t{}", manifest.name, located.dir.display());
+                stdout::line(format_args!("{}\t{}", manifest.name, located.dir.display()))?;
             }
             Ok(())
         }
@@ -100,16 +102,19 @@ fn verify(
         match store::find_in_cache(manifest, settings) {
             Some(located) => targets.push((manifest.name.clone(), manifest.role, located.dir)),
             None if explicit => missing.push(manifest.name.clone()),
-            None => println!("{:<16} not downloaded", manifest.name),
+            None => stdout::line(format_args!("{:<16} not downloaded", manifest.name))?,
         }
     }
     let mut failures = 0;
     for (label, role, dir) in targets {
         match verify_model(role, &dir) {
-            Ok(description) => println!("{label:<16} ok: {description} ({})", dir.display()),
+            Ok(description) => stdout::line(format_args!(
+                "{label:<16} ok: {description} ({})",
+                dir.display()
+            ))?,
             Err(error) => {
                 failures += 1;
-                println!("{label:<16} FAILED: {error}");
+                stdout::line(format_args!("{label:<16} FAILED: {error}"))?;
             }
         }
     }
@@ -142,7 +147,7 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        stdout::json_pretty(&rows)?;
         return Ok(());
     }
     for row in &rows {
@@ -150,13 +155,13 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
             Some(dir) => format!("cached: {dir}"),
             None => "not downloaded".to_string(),
         };
-        println!(
+        stdout::line(format_args!(
             "{:<16} {:<10} {:<32} {}",
             row["name"].as_str().unwrap_or_default(),
             row["role"].as_str().unwrap_or_default(),
             row["repo"].as_str().unwrap_or_default(),
             status
-        );
+        ))?;
     }
     Ok(())
 }

@@ -7,6 +7,8 @@ use clap::Args;
 use keyscribe::time::MediaTime;
 use keyscribe::video;
 
+use super::stdout;
+
 /// Arguments of `keyscribe probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -21,22 +23,21 @@ pub struct ProbeArgs {
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let info = video::probe(&args.video)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
+        return stdout::json_pretty(&info);
     }
-    println!("file:       {}", info.path.display());
-    println!("container:  {}", info.container);
-    println!("codec:      {}", info.codec);
-    println!(
+    stdout::line(format_args!("file:       {}", info.path.display()))?;
+    stdout::line(format_args!("container:  {}", info.container))?;
+    stdout::line(format_args!("codec:      {}", info.codec))?;
+    stdout::line(format_args!(
         "duration:   {} ({:.3} s)",
         MediaTime::from_seconds(info.duration_s),
         info.duration_s
-    );
-    println!(
+    ))?;
+    stdout::line(format_args!(
         "size:       {}x{} (stored {}x{}, rotation {} deg)",
         info.width, info.height, info.coded_width, info.coded_height, info.rotation_deg
-    );
-    println!(
+    ))?;
+    stdout::line(format_args!(
         "frame rate: {:.3} fps{}",
         info.fps,
         if info.variable_frame_rate {
@@ -44,11 +45,14 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         } else {
             ""
         }
-    );
-    println!("start time: {:.3} s", info.start_time_s);
+    ))?;
+    stdout::line(format_args!("start time: {:.3} s", info.start_time_s))?;
     if let Some(frames) = info.frame_count {
-        println!("frames:     {frames}");
+        stdout::line(format_args!("frames:     {frames}"))?;
     }
-    println!("audio:      {}", if info.has_audio { "yes" } else { "no" });
+    stdout::line(format_args!(
+        "audio:      {}",
+        if info.has_audio { "yes" } else { "no" }
+    ))?;
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! `keyscribe report ANALYSIS -o report.html`: one self-contained HTML page to look at.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 
-use keyscribe::analysis::Analysis;
 use keyscribe::atomic;
 use keyscribe::output::html;
+use keyscribe::output_paths::{prepare_outputs, NamedPath};
 use keyscribe::pipeline::report_inputs;
+
+use super::analysis_input::load_analysis;
+use super::stdout;
 
 /// Arguments of `keyscribe report`.
 #[derive(Debug, Args)]
@@ -23,14 +26,24 @@ pub struct ReportArgs {
 /// Writes the report: thumbnails are fetched again from the analysed video, the timeline
 /// comes from the embeddings sidecar; either is left out with a warning when unavailable.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
-    let analysis = Analysis::load(&args.analysis)?;
+    let analysis = load_analysis(&args.analysis)?;
+    let sidecar = analysis.embeddings_path(&args.analysis);
+    let video = Path::new(&analysis.video.path);
+    let mut read = vec![
+        NamedPath::new("analysis document", &args.analysis),
+        NamedPath::new("analysed video", video),
+    ];
+    if let Some(sidecar) = &sidecar {
+        read.push(NamedPath::new("embeddings sidecar", sidecar));
+    }
+    prepare_outputs(&read, &[NamedPath::new("report", &args.output)])?;
     let (inputs, warnings) = report_inputs(&args.analysis, &analysis);
     for warning in warnings {
-        eprintln!("keyscribe: warning: {warning}");
+        stdout::note(format_args!("keyscribe: warning: {warning}"));
     }
     let page = html::render(&analysis, &inputs);
     atomic::write(&args.output, page.as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
+    stdout::note(format_args!("wrote {}", args.output.display()));
     Ok(())
 }

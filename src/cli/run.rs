@@ -3,17 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 
-use keyscribe::analysis::{Analysis, FrameEmbeddings};
+use keyscribe::analysis::Analysis;
 use keyscribe::atomic;
 use keyscribe::cache::AnalysisCache;
 use keyscribe::output::{self, html, Format};
+use keyscribe::output_paths::{prepare_outputs, NamedPath};
 use keyscribe::pipeline::{
-    analyse_video, cache_key, load_models, report_inputs, store_analysis, video_sha256,
-    AnalysisRequest, ModelDirs, PipelineConfig, StopSignal,
+    analyse_video, cache_key, load_models, report_inputs, sidecar_path, store_analysis,
+    video_sha256, AnalysisOutput, AnalysisRequest, ModelDirs, PipelineConfig, StopSignal,
 };
+
+use super::stdout;
 
 /// Arguments shared by `keyscribe run` and `keyscribe keyframes`.
 #[derive(Debug, Args)]
@@ -54,6 +57,7 @@ pub struct RunArgs {
 /// it, and writes the requested outputs.
 pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
     let mut config = PipelineConfig::load(&args.pipeline)?;
+    refuse_captionless_subtitles(&args, captions, config.caption.enabled)?;
     let captions = captions && config.caption.enabled;
     // The document records the settings in effect.
     config.caption.enabled = captions;
@@ -66,36 +70,92 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
         captioner: args.captioner.clone(),
     };
     let sha256 = video_sha256(&args.video)?;
+    // The analysis goes to the cache too, so `summarize` and `search` reuse it.
+    let cache = AnalysisCache::from_env();
+    let cached = cache.analysis_path(&cache_key(&sha256, &config, captions));
     keyscribe::video::probe(&args.video)?;
+    prepare_run_outputs(&args, &document, &cached)?;
     let models = load_models(&config, &dirs, captions)?;
     let request = AnalysisRequest {
         config: &config,
         signal: StopSignal::with_interrupt(),
         quiet: args.quiet || args.json,
     };
-    // The analysis goes to the cache first, so `summarize` and `search` reuse it.
-    let cache = AnalysisCache::from_env();
-    let cached = cache.analysis_path(&cache_key(&sha256, &config, captions));
-    analyse_video(&args.video, sha256, request, models, &cached)?;
-    let mut analysis = Analysis::load(&cached)?;
-    let frames = FrameEmbeddings::load(
-        &analysis
-            .embeddings_path(&cached)
-            .context("the stored analysis lost its embeddings")?,
-    )?;
+    let AnalysisOutput {
+        mut analysis,
+        frames,
+        ..
+    } = analyse_video(&args.video, sha256, request, models, &cached)?;
     store_analysis(&mut analysis, &frames, &document)?;
     write_extras(&args, &analysis, &document)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&analysis)?);
+        stdout::json_pretty(&analysis)?;
     } else if !args.quiet {
-        eprintln!(
+        stdout::note(format_args!(
             "{} keyframes in {:.1} s; wrote {}",
             analysis.keyframes.len(),
             analysis.timings.total_s,
             document.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Subtitles are made of captions: `--srt` and `--vtt` are refused before any work when
+/// this run makes none, instead of writing empty files.
+fn refuse_captionless_subtitles(
+    args: &RunArgs,
+    captions_asked: bool,
+    pipeline_captions: bool,
+) -> anyhow::Result<()> {
+    let flag = match (&args.srt, &args.vtt) {
+        (Some(_), _) => "--srt",
+        (None, Some(_)) => "--vtt",
+        (None, None) => return Ok(()),
+    };
+    if !captions_asked {
+        bail!(
+            "{flag}: `keyscribe keyframes` makes no captions, so the subtitles would be empty; \
+             use `keyscribe run` for captioned subtitles"
+        );
+    }
+    if !pipeline_captions {
+        bail!(
+            "{flag}: the pipeline {} turns captioning off ([caption] enabled = false), so the \
+             subtitles would be empty",
+            args.pipeline
         );
     }
     Ok(())
+}
+
+/// Refuses outputs that are inputs or each other, and checks that every output, the cache
+/// entry included, can be written, before the video is decoded.
+fn prepare_run_outputs(args: &RunArgs, document: &Path, cached: &Path) -> anyhow::Result<()> {
+    let pipeline_file = Path::new(&args.pipeline);
+    let mut inputs = vec![NamedPath::new("video", &args.video)];
+    if pipeline_file.is_file() {
+        inputs.push(NamedPath::new("pipeline file", pipeline_file));
+    }
+    let sidecar = sidecar_path(document);
+    let cached_sidecar = sidecar_path(cached);
+    let mut outputs = vec![
+        NamedPath::new("analysis document", document),
+        NamedPath::new("embeddings sidecar", &sidecar),
+    ];
+    let extras = [
+        ("--srt file", &args.srt),
+        ("--vtt file", &args.vtt),
+        ("--html file", &args.html),
+    ];
+    for (flag, path) in extras {
+        if let Some(path) = path {
+            outputs.push(NamedPath::new(flag, path));
+        }
+    }
+    outputs.push(NamedPath::new("cache entry", cached));
+    outputs.push(NamedPath::new("cache entry", &cached_sidecar));
+    Ok(prepare_outputs(&inputs, &outputs)?)
 }
 
 /// `NAME.analysis.json` in the current directory, for a video `NAME.EXT`.
@@ -118,7 +178,7 @@ fn write_extras(args: &RunArgs, analysis: &Analysis, document: &Path) -> anyhow:
     if let Some(path) = &args.html {
         let (inputs, warnings) = report_inputs(document, analysis);
         for warning in warnings {
-            eprintln!("keyscribe: warning: {warning}");
+            stdout::note(format_args!("keyscribe: warning: {warning}"));
         }
         atomic::write(path, html::render(analysis, &inputs).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;

@@ -14,6 +14,8 @@ use keyscribe::pipeline::{
 };
 use keyscribe::search::SearchIndex;
 
+use super::stdout;
+
 /// Arguments of `keyscribe search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
@@ -75,14 +77,14 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         .remove(0);
     let hits = index.search(&query, &args.query, args.top, &config.search)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
+        stdout::json_pretty(&hits)?;
         return Ok(());
     }
     if hits.is_empty() {
-        eprintln!("no matches");
+        stdout::note("no matches");
     }
     for (rank, hit) in hits.iter().enumerate() {
-        println!(
+        stdout::line(format_args!(
             "{:>2}. {}  {} - {}  score {:.3}  {}",
             rank + 1,
             hit.video,
@@ -90,7 +92,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             hit.end.timecode(),
             hit.score,
             hit.caption.as_deref().unwrap_or("")
-        );
+        ))?;
     }
     Ok(())
 }
@@ -113,11 +115,17 @@ fn analyses_for(
     let sha256 = video_sha256(target)?;
     for captions in [true, false] {
         if let Some(found) = cache.lookup(&cache_key(&sha256, config, captions)) {
-            eprintln!("using the cached analysis {}", found.display());
+            stdout::note(format_args!(
+                "using the cached analysis {}",
+                found.display()
+            ));
             return Ok(vec![found]);
         }
     }
-    eprintln!("analysing {} (not in the cache)", target.display());
+    stdout::note(format_args!(
+        "analysing {} (not in the cache)",
+        target.display()
+    ));
     let request = AnalysisRequest {
         config,
         signal: StopSignal::with_interrupt(),

@@ -14,6 +14,8 @@ use keyscribe::pipeline::{
 };
 use keyscribe::summary::{summarize, SummarySettings};
 
+use super::stdout;
+
 /// Arguments of `keyscribe summarize`.
 #[derive(Debug, Args)]
 pub struct SummarizeArgs {
@@ -56,8 +58,14 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
         let cache = AnalysisCache::from_env();
         let sha256 = video_sha256(&args.target)?;
         match cache.lookup(&cache_key(&sha256, &config, true)) {
-            Some(found) => eprintln!("using the cached analysis {}", found.display()),
-            None => eprintln!("analysing {} (not in the cache)", args.target.display()),
+            Some(found) => stdout::note(format_args!(
+                "using the cached analysis {}",
+                found.display()
+            )),
+            None => stdout::note(format_args!(
+                "analysing {} (not in the cache)",
+                args.target.display()
+            )),
         }
         let obtained = cached_or_analysed(&args.target, request, &dirs, true, &cache)?;
         obtained.path().to_path_buf()
@@ -70,13 +78,16 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
     analysis.chapters = summary.chapters;
     analysis.save(&document)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&analysis)?);
+        stdout::json_pretty(&analysis)?;
         return Ok(());
     }
-    println!("{}", analysis.summary.as_deref().unwrap_or_default());
-    println!();
+    stdout::line(format_args!(
+        "{}",
+        analysis.summary.as_deref().unwrap_or_default()
+    ))?;
+    stdout::line("")?;
     for chapter in &analysis.chapters {
-        println!("{}  {}", chapter.timecode, chapter.title);
+        stdout::line(format_args!("{}  {}", chapter.timecode, chapter.title))?;
     }
     Ok(())
 }

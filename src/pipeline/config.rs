@@ -5,6 +5,7 @@
 //! errors that name the key and the file. Relative model directories are resolved against
 //! the pipeline file's directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -141,10 +142,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is out of range.
-    #[error("{}: `{key}` {problem}", path.display())]
+    #[error("{}: {}`{key}` {problem}", path.display(), line_prefix(*line))]
     BadValue {
         /// The pipeline file.
         path: PathBuf,
+        /// The line of the file holding the value, when it comes from the file.
+        line: Option<usize>,
         /// The key, as `section.name`.
         key: String,
         /// What is wrong with it.
@@ -190,8 +193,7 @@ impl PipelineConfig {
             toml::from_str(text).map_err(|error: toml::de::Error| {
                 let message = error.message().trim().replace('\n', " ");
                 let location = error.span().map(|span| {
-                    let start = span.start.min(text.len());
-                    let number = text[..start].matches('\n').count() + 1;
+                    let number = line_number(text, span.start);
                     let line = text.lines().nth(number - 1).unwrap_or_default().trim();
                     format!("line {number} (`{line}`)")
                 });
@@ -211,7 +213,9 @@ impl PipelineConfig {
                 *dir = base.join(&*dir);
             }
         }
-        config.validate(path)?;
+        config
+            .validate(path)
+            .map_err(|error| error.located_in(text))?;
         Ok(config)
     }
 
@@ -219,6 +223,7 @@ impl PipelineConfig {
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let bad = |key: &str, problem: &str| ConfigError::BadValue {
             path: path.to_path_buf(),
+            line: None,
             key: key.to_string(),
             problem: problem.to_string(),
         };
@@ -258,6 +263,52 @@ impl PipelineConfig {
         }
         value
     }
+}
+
+impl ConfigError {
+    /// This error with the line of `text` (the pipeline file's contents) that holds the bad
+    /// value, when the value is written there.
+    fn located_in(self, text: &str) -> ConfigError {
+        match self {
+            ConfigError::BadValue {
+                path,
+                line: None,
+                key,
+                problem,
+            } => ConfigError::BadValue {
+                path,
+                line: value_line(text, &key),
+                key,
+                problem,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The 1-based number of the line of `text` holding byte `offset`.
+fn line_number(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of pipeline `text` where the value of `key` (`section.name`) is written.
+fn value_line(text: &str, key: &str) -> Option<usize> {
+    type Spans = BTreeMap<String, BTreeMap<String, toml::Spanned<toml::Value>>>;
+    let (section, name) = key.split_once('.')?;
+    let tables: Spans = toml::from_str(text).ok()?;
+    let value = tables.get(section)?.get(name)?;
+    Some(line_number(text, value.span().start))
+}
+
+/// `line N: ` for an error message, or nothing when the line is unknown.
+fn line_prefix(line: Option<usize>) -> String {
+    line.map(|number| format!("line {number}: "))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -309,6 +360,40 @@ mod tests {
                 "{text}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        for (text, line) in [
+            ("[caption]\nmax_tokens = 0\n", 2),
+            (
+                "# mine\n\n[embed]\nmodel = \"MobileCLIP2-S0\"\nbatch_size = 0\n",
+                5,
+            ),
+            (
+                "[select]\nmin_scene_s = 1.0\nchange_threshold = 3.0\n[caption]\nmax_tokens = 5\n",
+                3,
+            ),
+            ("select = { max_keyframes = 0 }\n", 1),
+            ("[search]\n\ncaption_weight = -1.0\n", 3),
+        ] {
+            let error = PipelineConfig::parse(text, Path::new("p.toml"), Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("p.toml: line {line}: `")),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_record_the_decimals_written() {
+        let text = "[select]\nchange_threshold = 0.3\nadaptive_factor = 2.1\n";
+        let config = PipelineConfig::parse(text, Path::new("p.toml"), Path::new(".")).unwrap();
+        let json = config.to_json().to_string();
+        assert!(json.contains("\"change_threshold\":0.3,"), "{json}");
+        assert!(json.contains("\"adaptive_factor\":2.1,"), "{json}");
     }
 
     #[test]

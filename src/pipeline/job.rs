@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 
 use super::{
-    analyse, AnalysisJob, Models, PipelineConfig, PipelineError, Progress, RunEvent, StopSignal,
+    analyse, AnalysisJob, AnalysisOutput, Models, PipelineConfig, PipelineError, Progress,
+    RunEvent, StopSignal,
 };
 use crate::analysis::{Analysis, EmbeddingsRecord, FrameEmbeddings};
 use crate::cache::{file_sha256, AnalysisCache};
@@ -208,15 +209,16 @@ pub fn load_models(
     })
 }
 
-/// Runs the analysis of `video` with `models` and stores it at `document`; returns the
-/// document and the models for the next video.
+/// Runs the analysis of `video` with `models` and stores it at `document`; returns what it
+/// made, kept in memory for other outputs (its document records `document`'s sidecar), and
+/// the models for the next video.
 pub fn analyse_video(
     video: &Path,
     video_sha256: String,
     request: AnalysisRequest<'_>,
     models: Models,
     document: &Path,
-) -> Result<(Analysis, Models), PipelineError> {
+) -> Result<AnalysisOutput, PipelineError> {
     let info = crate::video::probe(video)?;
     let progress = Progress::new(
         "analysing",
@@ -251,7 +253,7 @@ pub fn analyse_video(
     progress.finish();
     let mut output = output?;
     store_analysis(&mut output.analysis, &output.frames, document)?;
-    Ok((output.analysis, output.models))
+    Ok(output)
 }
 
 /// The cached analysis of `video` under these settings, or a new one stored in the cache

@@ -166,8 +166,8 @@ pub fn index_folder(
             quiet,
         };
         match analyse_video(video, sha256, request, loaded, &document) {
-            Ok((_, returned)) => {
-                models = Some(returned);
+            Ok(output) => {
+                models = Some(output.models);
                 report.analysed.push(video.clone());
             }
             Err(error @ (PipelineError::Interrupted | PipelineError::Stopped)) => {

@@ -1,6 +1,6 @@
 //! Progress by media time: a bar on a terminal, silence in pipes.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -56,7 +56,8 @@ impl Progress {
         if self.visible {
             self.bar.println(line.as_ref());
         } else {
-            eprintln!("{}", line.as_ref());
+            // A closed stderr loses the line; `eprintln!` would panic.
+            let _ = writeln!(std::io::stderr().lock(), "{}", line.as_ref());
         }
     }
 

@@ -125,6 +125,7 @@ pub struct VideoInput<'a> {
 #[serde(deny_unknown_fields, default)]
 pub struct SearchConfig {
     /// How much a fully matching caption adds to a result's visual similarity.
+    #[serde(serialize_with = "crate::serde_f32::shortest")]
     pub caption_weight: f32,
     /// How many frames the sign-code scan keeps for exact re-ranking: more finds the true
     /// best frames more often and reads more vectors. Doubling the default gains about one
