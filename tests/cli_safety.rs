@@ -55,11 +55,10 @@ fn keyscribe(dir: &Path, args: &[&str]) -> Output {
 fn analysed_once() -> &'static Path {
     static MADE: OnceLock<PathBuf> = OnceLock::new();
     MADE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("cli-safety-analysis")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
+        // Made anew by each run of these tests, in one place, so runs leave no litter.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-safety-analysis");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(sample(), dir.join("v.mp4")).unwrap();
         let output = keyscribe(
             &dir,

@@ -11,7 +11,7 @@ use keyscribe::models::captioner_device;
 use keyscribe::models::fastvlm::{parse_dtype, FastVlm, GenerationSettings};
 use keyscribe::pipeline::{locate_captioner, ModelDirs, PipelineConfig};
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe describe`.
 #[derive(Debug, Args)]
@@ -96,7 +96,7 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     let generation = model
         .describe(&image, &instruction, &settings, &mut |text| {
             if stream && streamed.is_ok() {
-                streamed = stdout::write(text);
+                streamed = print::write(text);
             }
         })
         .with_context(|| format!("describing {}", args.image.display()))?;
@@ -109,15 +109,17 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
             ttft_ms,
             tokens_per_s: generation.tokens_per_second,
         };
-        stdout::json_line(&document)?;
+        print::json_line(&document)?;
     } else {
-        stdout::line("")?;
-        stdout::note(format_args!("{}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
+        print::line("")?;
+        print::note(format_args!(
+            "{}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
             model.name(),
             generation.prompt_tokens,
             generation.vision.as_secs_f64() * 1000.0,
             generation.token_ids.len(),
-            generation.tokens_per_second));
+            generation.tokens_per_second
+        ));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use keyscribe::models::mobileclip::MobileClip;
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe embed`.
 #[derive(Debug, Args)]
@@ -77,17 +77,17 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             dim: model.dim(),
             embeddings,
         };
-        stdout::json_line(&document)?;
+        print::json_line(&document)?;
         return Ok(());
     }
-    stdout::note(format_args!(
+    print::note(format_args!(
         "{}: {}-d L2-normalised embeddings",
         model.name(),
         model.dim()
     ));
     for (label, row) in labels.iter().zip(&embeddings) {
         let values: Vec<String> = row.iter().map(|v| format!("{v:.6}")).collect();
-        stdout::line(format_args!("{label}\t{}", values.join(" ")))?;
+        print::line(format_args!("{label}\t{}", values.join(" ")))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use keyscribe::output::{self, Format};
 use keyscribe::output_paths::{prepare_outputs, NamedPath};
 
 use super::analysis_input::load_analysis;
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe export`.
 #[derive(Debug, Args)]
@@ -50,16 +50,16 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let source = args.analysis.display();
     if format.needs_captions() && output::caption_cues(&analysis).is_empty() {
-        stdout::note(format_args!("keyscribe: warning: {source} has no captions, so the {format} file has no cues (was it made without a captioner?)"));
+        print::note(format_args!("keyscribe: warning: {source} has no captions, so the {format} file has no cues (was it made without a captioner?)"));
     }
     if format == Format::Chapters && analysis.chapters.is_empty() {
-        stdout::note(format_args!("keyscribe: warning: {source} has no chapters, so the chapters file has no cues (run `keyscribe summarize` first)"));
+        print::note(format_args!("keyscribe: warning: {source} has no chapters, so the chapters file has no cues (run `keyscribe summarize` first)"));
     }
     let text = output::render(format, &analysis);
     match &args.output {
         Some(path) => atomic::write(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?,
-        None => stdout::write(text)?,
+        None => print::write(text)?,
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use keyscribe::pipeline::{write_frames, StopSignal};
 use keyscribe::video::{DecodeOptions, ResizeMode, SampleRate, Size};
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe frames`.
 #[derive(Debug, Args)]
@@ -52,9 +52,9 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     )
     .context("extracting frames")?;
     if args.json {
-        stdout::json_pretty(&index)?;
+        print::json_pretty(&index)?;
     } else {
-        stdout::note(format_args!(
+        print::note(format_args!(
             "wrote {} frames and index.json to {}",
             index.frames.len(),
             args.out.display()

@@ -6,7 +6,7 @@ use clap::Args;
 
 use keyscribe::pipeline::{index_folder, ModelDirs, PipelineConfig, StopSignal};
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe index`.
 #[derive(Debug, Args)]
@@ -52,7 +52,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
                 } else {
                     "analysing"
                 };
-                stdout::note(format_args!(
+                print::note(format_args!(
                     "[{}/{}] {}: {status}",
                     position + 1,
                     total,
@@ -62,12 +62,12 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         },
     )?;
     for (video, reason) in &report.failed {
-        stdout::note(format_args!(
+        print::note(format_args!(
             "keyscribe: warning: skipped {}: {reason}",
             video.display()
         ));
     }
-    stdout::note(format_args!(
+    print::note(format_args!(
         "{} analysed, {} already analysed, {} failed; index: {}",
         report.analysed.len(),
         report.skipped.len(),

@@ -8,11 +8,11 @@ mod export;
 mod frames;
 mod index;
 mod models;
+mod print;
 mod probe;
 mod report;
 mod run;
 mod search;
-mod stdout;
 mod summarize;
 
 use std::process::ExitCode;
@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A reader that stopped early (`| head`) is a normal end.
-        Err(error) if stdout::is_closed_stdout(&error) => ExitCode::SUCCESS,
+        Err(error) if print::is_closed_stdout(&error) => ExitCode::SUCCESS,
         Err(error) => print_error(&error),
     }
 }
@@ -93,10 +93,10 @@ fn print_error(error: &anyhow::Error) -> ExitCode {
         .chain()
         .any(|cause| matches!(cause.downcast_ref(), Some(PipelineError::Interrupted)));
     if interrupted {
-        stdout::note("keyscribe: interrupted");
+        print::note("keyscribe: interrupted");
         return ExitCode::from(130);
     }
-    stdout::note(format_args!("keyscribe: error: {}", one_line(error)));
+    print::note(format_args!("keyscribe: error: {}", one_line(error)));
     ExitCode::FAILURE
 }
 

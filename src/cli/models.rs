@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use keyscribe::models::store::{self, HubSettings};
 use keyscribe::pipeline::verify_model;
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe models`.
 #[derive(Debug, Args)]
@@ -56,7 +56,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
                 let manifest = store::manifest(&name)?;
                 let located = store::fetch(manifest, &settings)
                     .with_context(|| format!("fetching {}", manifest.name))?;
-                stdout::line(format_args!("{}\t{}", manifest.name, located.dir.display()))?;
+                print::line(format_args!("{}\t{}", manifest.name, located.dir.display()))?;
             }
             Ok(())
         }
@@ -102,19 +102,19 @@ fn verify(
         match store::find_in_cache(manifest, settings) {
             Some(located) => targets.push((manifest.name.clone(), manifest.role, located.dir)),
             None if explicit => missing.push(manifest.name.clone()),
-            None => stdout::line(format_args!("{:<16} not downloaded", manifest.name))?,
+            None => print::line(format_args!("{:<16} not downloaded", manifest.name))?,
         }
     }
     let mut failures = 0;
     for (label, role, dir) in targets {
         match verify_model(role, &dir) {
-            Ok(description) => stdout::line(format_args!(
+            Ok(description) => print::line(format_args!(
                 "{label:<16} ok: {description} ({})",
                 dir.display()
             ))?,
             Err(error) => {
                 failures += 1;
-                stdout::line(format_args!("{label:<16} FAILED: {error}"))?;
+                print::line(format_args!("{label:<16} FAILED: {error}"))?;
             }
         }
     }
@@ -147,7 +147,7 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if json {
-        stdout::json_pretty(&rows)?;
+        print::json_pretty(&rows)?;
         return Ok(());
     }
     for row in &rows {
@@ -155,7 +155,7 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
             Some(dir) => format!("cached: {dir}"),
             None => "not downloaded".to_string(),
         };
-        stdout::line(format_args!(
+        print::line(format_args!(
             "{:<16} {:<10} {:<32} {}",
             row["name"].as_str().unwrap_or_default(),
             row["role"].as_str().unwrap_or_default(),

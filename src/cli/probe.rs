@@ -7,7 +7,7 @@ use clap::Args;
 use keyscribe::time::MediaTime;
 use keyscribe::video;
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe probe`.
 #[derive(Debug, Args)]
@@ -23,21 +23,21 @@ pub struct ProbeArgs {
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let info = video::probe(&args.video)?;
     if args.json {
-        return stdout::json_pretty(&info);
+        return print::json_pretty(&info);
     }
-    stdout::line(format_args!("file:       {}", info.path.display()))?;
-    stdout::line(format_args!("container:  {}", info.container))?;
-    stdout::line(format_args!("codec:      {}", info.codec))?;
-    stdout::line(format_args!(
+    print::line(format_args!("file:       {}", info.path.display()))?;
+    print::line(format_args!("container:  {}", info.container))?;
+    print::line(format_args!("codec:      {}", info.codec))?;
+    print::line(format_args!(
         "duration:   {} ({:.3} s)",
         MediaTime::from_seconds(info.duration_s),
         info.duration_s
     ))?;
-    stdout::line(format_args!(
+    print::line(format_args!(
         "size:       {}x{} (stored {}x{}, rotation {} deg)",
         info.width, info.height, info.coded_width, info.coded_height, info.rotation_deg
     ))?;
-    stdout::line(format_args!(
+    print::line(format_args!(
         "frame rate: {:.3} fps{}",
         info.fps,
         if info.variable_frame_rate {
@@ -46,11 +46,11 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
             ""
         }
     ))?;
-    stdout::line(format_args!("start time: {:.3} s", info.start_time_s))?;
+    print::line(format_args!("start time: {:.3} s", info.start_time_s))?;
     if let Some(frames) = info.frame_count {
-        stdout::line(format_args!("frames:     {frames}"))?;
+        print::line(format_args!("frames:     {frames}"))?;
     }
-    stdout::line(format_args!(
+    print::line(format_args!(
         "audio:      {}",
         if info.has_audio { "yes" } else { "no" }
     ))?;

@@ -11,7 +11,7 @@ use keyscribe::output_paths::{prepare_outputs, NamedPath};
 use keyscribe::pipeline::report_inputs;
 
 use super::analysis_input::load_analysis;
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe report`.
 #[derive(Debug, Args)]
@@ -39,11 +39,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     prepare_outputs(&read, &[NamedPath::new("report", &args.output)])?;
     let (inputs, warnings) = report_inputs(&args.analysis, &analysis);
     for warning in warnings {
-        stdout::note(format_args!("keyscribe: warning: {warning}"));
+        print::note(format_args!("keyscribe: warning: {warning}"));
     }
     let page = html::render(&analysis, &inputs);
     atomic::write(&args.output, page.as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
-    stdout::note(format_args!("wrote {}", args.output.display()));
+    print::note(format_args!("wrote {}", args.output.display()));
     Ok(())
 }

@@ -16,7 +16,7 @@ use keyscribe::pipeline::{
     video_sha256, AnalysisOutput, AnalysisRequest, ModelDirs, PipelineConfig, StopSignal,
 };
 
-use super::stdout;
+use super::print;
 
 /// Arguments shared by `keyscribe run` and `keyscribe keyframes`.
 #[derive(Debug, Args)]
@@ -89,9 +89,9 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
     store_analysis(&mut analysis, &frames, &document)?;
     write_extras(&args, &analysis, &document)?;
     if args.json {
-        stdout::json_pretty(&analysis)?;
+        print::json_pretty(&analysis)?;
     } else if !args.quiet {
-        stdout::note(format_args!(
+        print::note(format_args!(
             "{} keyframes in {:.1} s; wrote {}",
             analysis.keyframes.len(),
             analysis.timings.total_s,
@@ -178,7 +178,7 @@ fn write_extras(args: &RunArgs, analysis: &Analysis, document: &Path) -> anyhow:
     if let Some(path) = &args.html {
         let (inputs, warnings) = report_inputs(document, analysis);
         for warning in warnings {
-            stdout::note(format_args!("keyscribe: warning: {warning}"));
+            print::note(format_args!("keyscribe: warning: {warning}"));
         }
         atomic::write(path, html::render(analysis, &inputs).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;

@@ -14,7 +14,7 @@ use keyscribe::pipeline::{
 };
 use keyscribe::search::SearchIndex;
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe search`.
 #[derive(Debug, Args)]
@@ -77,14 +77,14 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         .remove(0);
     let hits = index.search(&query, &args.query, args.top, &config.search)?;
     if args.json {
-        stdout::json_pretty(&hits)?;
+        print::json_pretty(&hits)?;
         return Ok(());
     }
     if hits.is_empty() {
-        stdout::note("no matches");
+        print::note("no matches");
     }
     for (rank, hit) in hits.iter().enumerate() {
-        stdout::line(format_args!(
+        print::line(format_args!(
             "{:>2}. {}  {} - {}  score {:.3}  {}",
             rank + 1,
             hit.video,
@@ -115,14 +115,14 @@ fn analyses_for(
     let sha256 = video_sha256(target)?;
     for captions in [true, false] {
         if let Some(found) = cache.lookup(&cache_key(&sha256, config, captions)) {
-            stdout::note(format_args!(
+            print::note(format_args!(
                 "using the cached analysis {}",
                 found.display()
             ));
             return Ok(vec![found]);
         }
     }
-    stdout::note(format_args!(
+    print::note(format_args!(
         "analysing {} (not in the cache)",
         target.display()
     ));

@@ -14,7 +14,7 @@ use keyscribe::pipeline::{
 };
 use keyscribe::summary::{summarize, SummarySettings};
 
-use super::stdout;
+use super::print;
 
 /// Arguments of `keyscribe summarize`.
 #[derive(Debug, Args)]
@@ -58,11 +58,11 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
         let cache = AnalysisCache::from_env();
         let sha256 = video_sha256(&args.target)?;
         match cache.lookup(&cache_key(&sha256, &config, true)) {
-            Some(found) => stdout::note(format_args!(
+            Some(found) => print::note(format_args!(
                 "using the cached analysis {}",
                 found.display()
             )),
-            None => stdout::note(format_args!(
+            None => print::note(format_args!(
                 "analysing {} (not in the cache)",
                 args.target.display()
             )),
@@ -78,16 +78,13 @@ pub fn run(args: SummarizeArgs) -> anyhow::Result<()> {
     analysis.chapters = summary.chapters;
     analysis.save(&document)?;
     if args.json {
-        stdout::json_pretty(&analysis)?;
+        print::json_pretty(&analysis)?;
         return Ok(());
     }
-    stdout::line(format_args!(
-        "{}",
-        analysis.summary.as_deref().unwrap_or_default()
-    ))?;
-    stdout::line("")?;
+    print::line(analysis.summary.as_deref().unwrap_or_default())?;
+    print::line("")?;
     for chapter in &analysis.chapters {
-        stdout::line(format_args!("{}  {}", chapter.timecode, chapter.title))?;
+        print::line(format_args!("{}  {}", chapter.timecode, chapter.title))?;
     }
     Ok(())
 }
