@@ -6,6 +6,8 @@ use clap::Args;
 
 use keyscribe::pipeline::{index_folder, ModelDirs, PipelineConfig, StopSignal};
 
+use super::terminal::printable;
+
 /// Arguments of `keyscribe index`.
 #[derive(Debug, Args)]
 pub struct IndexArgs {
@@ -26,10 +28,14 @@ pub struct IndexArgs {
     quiet: bool,
 }
 
-/// Analyses the folder and reports what was done.
+/// Analyses the folder and reports what was done: every entry left out or failed on its own
+/// line, then a summary line. Fails (exit 1) when any entry failed; the others are indexed.
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     if !args.dir.is_dir() {
-        anyhow::bail!("{}: not a directory", args.dir.display());
+        anyhow::bail!(
+            "{}: not a directory",
+            printable(&args.dir.display().to_string())
+        );
     }
     let config = PipelineConfig::load(&args.pipeline)?;
     let dirs = ModelDirs {
@@ -50,19 +56,35 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
                 } else {
                     "analysing"
                 };
-                eprintln!("[{}/{}] {}: {status}", position + 1, total, video.display());
+                let video = video.display().to_string();
+                eprintln!(
+                    "[{}/{}] {}: {status}",
+                    position + 1,
+                    total,
+                    printable(&video)
+                );
             }
         },
     )?;
-    for (video, reason) in &report.failed {
-        eprintln!("keyscribe: warning: skipped {}: {reason}", video.display());
+    for problem in &report.ignored {
+        eprintln!("keyscribe: ignored {}", printable(&problem.message));
+    }
+    for problem in &report.failed {
+        eprintln!("keyscribe: failed: {}", printable(&problem.message));
     }
     eprintln!(
-        "{} analysed, {} already analysed, {} failed; index: {}",
+        "{} analysed, {} already analysed, {} ignored, {} failed; index: {}",
         report.analysed.len(),
         report.skipped.len(),
+        report.ignored.len(),
         report.failed.len(),
-        report.index.display()
+        printable(&report.index.display().to_string())
     );
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} of the folder's entries could not be indexed (listed above); the others are",
+            report.failed.len()
+        );
+    }
     Ok(())
 }
