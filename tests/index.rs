@@ -1,8 +1,8 @@
 //! `keyscribe index` on folders nobody vouches for (link loops, FIFOs, devices, broken links,
-//! colliding and non-UTF-8 names), and `search` over the library it makes: ranges that do
-//! not depend on `--top`, JSON times as `export` gives them, and plain output that cannot
-//! drive the terminal. Runs the binary with the tiny fixture embedder on 2-second videos
-//! made with the ffmpeg CLI.
+//! colliding and non-UTF-8 names, Ctrl-C while a huge file is read), and `search` over the
+//! library it makes: ranges that do not depend on `--top`, JSON times as `export` gives
+//! them, and plain output that cannot drive the terminal. Runs the binary with the tiny
+//! fixture embedder on 2-second videos made with the ffmpeg CLI.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -36,6 +36,15 @@ struct Run {
 /// Runs keyscribe in `dir` with a cache of its own and no network; a run that outlives
 /// [`HANG_LIMIT`] is killed and fails the test.
 fn keyscribe<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Run {
+    run_keyscribe(dir, args, None)
+}
+
+/// As [`keyscribe`], sending SIGINT (Ctrl-C) `interrupt_after` the start when given.
+fn run_keyscribe<S: AsRef<OsStr>>(
+    dir: &Path,
+    args: &[S],
+    interrupt_after: Option<Duration>,
+) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
         .args(args)
         .current_dir(dir)
@@ -57,9 +66,15 @@ fn keyscribe<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Run {
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
+    let mut interrupt_at = interrupt_after;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
+        }
+        if interrupt_at.is_some_and(|after| started.elapsed() >= after) {
+            // SAFETY: signals a child process of ours that has not been waited for.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+            interrupt_at = None;
         }
         if started.elapsed() > HANG_LIMIT {
             let _ = child.kill();
@@ -238,6 +253,40 @@ fn fifos_sockets_and_devices_named_like_videos_are_skipped_without_opening_them(
         assert!(run.stderr.contains(line), "{line} in {}", run.stderr);
     }
     assert_eq!(analysed_videos(dir.path()).len(), 1);
+}
+
+#[test]
+fn ctrl_c_stops_the_run_while_a_huge_file_is_read() {
+    let dir = workspace();
+    // 64 GiB of holes: reading it through takes minutes, so only an interrupted read
+    // ends within the limit below.
+    let huge = std::fs::File::create(dir.path().join("videos/huge.mp4")).unwrap();
+    huge.set_len(64 << 30).unwrap();
+    let started = Instant::now();
+    let run = run_keyscribe(
+        dir.path(),
+        &[
+            OsStr::new("index"),
+            OsStr::new("videos"),
+            OsStr::new("--pipeline"),
+            OsStr::new("p.toml"),
+            OsStr::new("--embedder"),
+            embedder().as_os_str(),
+            OsStr::new("--quiet"),
+        ],
+        Some(Duration::from_millis(1500)),
+    );
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("keyscribe: interrupted"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
