@@ -456,7 +456,7 @@ fn index_builds_a_searchable_library_and_resumes() {
     for hit in &hits {
         let video = hit["video"].as_str().unwrap();
         assert!(video.ends_with("one.mp4") || video.ends_with("two.mp4"));
-        assert!(hit["start"].as_f64().unwrap() < hit["end"].as_f64().unwrap());
+        assert!(hit["start_s"].as_f64().unwrap() < hit["end_s"].as_f64().unwrap());
     }
 }
 

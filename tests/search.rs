@@ -1,5 +1,6 @@
 //! Search over synthetic libraries shaped like real ones (see `common/synthetic_library.rs`):
-//! the index against exact search, and an index written through a spill directory.
+//! the index against exact search, an index written through a spill directory, and results
+//! that do not depend on how many are asked for.
 
 #[path = "common/synthetic_library.rs"]
 mod synthetic_library;
@@ -137,4 +138,26 @@ fn a_spilled_index_file_searches_like_one_built_in_memory() {
         }
     }
     assert!(checked >= 5);
+}
+
+#[test]
+fn a_result_range_does_not_depend_on_how_many_results_are_asked_for() {
+    let library = Library::new(DIM, 200, 7);
+    let mut builder = IndexBuilder::new();
+    fill(&mut builder, &library, 4, 1200);
+    let index = builder.build().unwrap();
+    let config = SearchConfig::default();
+    for number in 0..40 {
+        let query = library.query(number);
+        let search = |top: usize| {
+            index
+                .search(&query.embedding, &query.text, top, &config)
+                .unwrap()
+        };
+        let twenty = search(20);
+        assert_eq!(twenty.len(), 20);
+        for top in [1, 5] {
+            assert_eq!(search(top)[..], twenty[..top], "query {number}, top {top}");
+        }
+    }
 }

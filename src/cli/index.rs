@@ -7,6 +7,7 @@ use clap::Args;
 use keyscribe::pipeline::{index_folder, ModelDirs, PipelineConfig, StopSignal};
 
 use super::print;
+use super::terminal::printable;
 
 /// Arguments of `keyscribe index`.
 #[derive(Debug, Args)]
@@ -28,10 +29,14 @@ pub struct IndexArgs {
     quiet: bool,
 }
 
-/// Analyses the folder and reports what was done.
+/// Analyses the folder and reports what was done: every entry left out or failed on its own
+/// line, then a summary line. Fails (exit 1) when any entry failed; the others are indexed.
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     if !args.dir.is_dir() {
-        anyhow::bail!("{}: not a directory", args.dir.display());
+        anyhow::bail!(
+            "{}: not a directory",
+            printable(&args.dir.display().to_string())
+        );
     }
     let config = PipelineConfig::load(&args.pipeline)?;
     let dirs = ModelDirs {
@@ -52,27 +57,35 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
                 } else {
                     "analysing"
                 };
+                let video = video.display().to_string();
                 print::note(format_args!(
                     "[{}/{}] {}: {status}",
                     position + 1,
                     total,
-                    video.display()
+                    printable(&video)
                 ));
             }
         },
     )?;
-    for (video, reason) in &report.failed {
-        print::note(format_args!(
-            "keyscribe: warning: skipped {}: {reason}",
-            video.display()
-        ));
+    for problem in &report.ignored {
+        print::note(format_args!("keyscribe: ignored {}", printable(&problem.message)));
+    }
+    for problem in &report.failed {
+        print::note(format_args!("keyscribe: failed: {}", printable(&problem.message)));
     }
     print::note(format_args!(
-        "{} analysed, {} already analysed, {} failed; index: {}",
+        "{} analysed, {} already analysed, {} ignored, {} failed; index: {}",
         report.analysed.len(),
         report.skipped.len(),
+        report.ignored.len(),
         report.failed.len(),
-        report.index.display()
+        printable(&report.index.display().to_string())
     ));
+    if !report.failed.is_empty() {
+        anyhow::bail!(
+            "{} of the folder's entries could not be indexed (listed above); the others are",
+            report.failed.len()
+        );
+    }
     Ok(())
 }

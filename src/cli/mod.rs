@@ -14,6 +14,7 @@ mod report;
 mod run;
 mod search;
 mod summarize;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -15,6 +15,7 @@ use keyscribe::pipeline::{
 use keyscribe::search::SearchIndex;
 
 use super::print;
+use super::terminal::printable;
 
 /// Arguments of `keyscribe search`.
 #[derive(Debug, Args)]
@@ -37,7 +38,9 @@ pub struct SearchArgs {
     /// A local FastVLM checkpoint directory, for analysing a video not analysed yet.
     #[arg(long, value_name = "DIR")]
     captioner: Option<PathBuf>,
-    /// Print the results as JSON on stdout.
+    /// Print the results as JSON on stdout: per result `video`, `start_s`/`end_s`/`best_s`
+    /// in seconds and `start`/`end`/`best` as timecodes (as `export --format json`),
+    /// `score`, `visual_score`, `caption_score` and `caption`.
     #[arg(long)]
     json: bool,
 }
@@ -83,15 +86,17 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if hits.is_empty() {
         print::note("no matches");
     }
+    // Video names and captions come from files and models: printed without their control
+    // characters, so that they cannot drive the terminal.
     for (rank, hit) in hits.iter().enumerate() {
         print::line(format_args!(
             "{:>2}. {}  {} - {}  score {:.3}  {}",
             rank + 1,
-            hit.video,
+            printable(&hit.video),
             hit.start.timecode(),
             hit.end.timecode(),
             hit.score,
-            hit.caption.as_deref().unwrap_or("")
+            printable(hit.caption.as_deref().unwrap_or(""))
         ))?;
     }
     Ok(())

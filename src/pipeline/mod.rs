@@ -22,8 +22,8 @@ pub use job::{
     video_sha256, AnalysisRequest, ModelDirs, Obtained,
 };
 pub use library::{
-    find_analyses, find_videos, index_folder, library_document, open_index, IndexReport,
-    INDEX_FILE, LIBRARY_DIR,
+    find_analyses, find_videos, index_folder, library_document, open_index, FileProblem,
+    FolderScan, IndexReport, INDEX_FILE, LIBRARY_DIR,
 };
 pub use progress::Progress;
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};

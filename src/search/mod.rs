@@ -1,9 +1,9 @@
 //! Scene search by text over one analysis or a whole library of them.
 //!
 //! A query is a MobileCLIP2 text embedding plus the query's words. Every sampled frame of
-//! every video is ranked by cosine similarity to the text embedding; the best frames are
-//! merged into time ranges; the scenes' captions are ranked by BM25 against the words; and
-//! the two are combined.
+//! every video is ranked by cosine similarity to the text embedding; time ranges grow around
+//! the best frames; the scenes' captions are ranked by BM25 against the words; and the two
+//! are combined.
 //!
 //! # The index
 //!
@@ -31,7 +31,7 @@
 //! # Combining the two scores
 //!
 //! A result's score is `visual + caption_weight * caption`, where `visual` is the cosine
-//! similarity between the text embedding and the result's best frame, and `caption` is the
+//! similarity between the text embedding and the result's peak frame, and `caption` is the
 //! BM25 score of the result's scene caption against the query words, scaled so that a
 //! caption of average length holding every query word once scores 1 (capped at 1). CLIP
 //! text-to-image similarities of matching and non-matching pictures differ by only about
@@ -42,19 +42,30 @@
 //!
 //! # Results
 //!
-//! The `top_k * frames_per_hit` frames with the highest visual similarity are the hits.
-//! Hits in the same video at most `merge_gap_s` apart merge into one range, from the first
-//! hit to the frame after the last one (or the end of the video); its visual score is its
-//! best frame's, and its caption that of the scene holding its best frame. The `top_k`
-//! scenes whose captions match the words best, where no hit already falls, are added as
-//! ranges covering the whole scene, scored by their best frame. All are ranked by the
-//! combined score.
+//! A result is a time range grown around a peak frame, and depends only on the query and
+//! the library, never on how many results are asked for:
+//!
+//! - The peaks are the `rerank_candidates` frames the sign-code scan keeps (their
+//!   similarity recomputed exactly), plus the best frame of each of the `caption_scenes`
+//!   scenes whose captions match the query's words best (so a scene a caption lifts is
+//!   found even when none of its frames is among the visually best).
+//! - Peaks are taken from the most similar down. A peak inside an earlier range adds
+//!   nothing; any other grows a range over the neighbouring frames of its own scene whose
+//!   similarity is at least the peak's minus `range_drop`, bridging stretches of lower
+//!   frames no longer than `merge_gap_s`, and stopping at an earlier range. The range runs
+//!   from its first frame to the frame after its last one (or the end of the video).
+//! - A range's visual score is its peak's similarity and its caption that of the peak's
+//!   scene; ranges are ranked by the combined score (then by video and start).
+//!
+//! The first `k` results are therefore the same whatever `k` is asked for: peaks are taken
+//! only until `k` ranges score more than any range a later peak could make (its similarity
+//! plus the best caption score).
 
 mod codes;
 mod store;
 mod text;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -132,10 +143,16 @@ pub struct SearchConfig {
     /// point of recall@10 on a 1,000-hour library, for one more random read per extra
     /// candidate when the vectors are not in memory.
     pub rerank_candidates: usize,
-    /// Frames taken as hits per requested result, before merging them into ranges.
-    pub frames_per_hit: usize,
-    /// Hits in the same video at most this far apart merge into one range, in seconds.
+    /// How far below its peak's similarity a frame may be and still belong to the peak's
+    /// range. CLIP text-to-image similarities of matching and other pictures differ by
+    /// about 0.05–0.15, so 0.03 keeps the frames that match about as well as the peak.
+    pub range_drop: f32,
+    /// Within a range, frames below its threshold may interrupt it for at most this long,
+    /// in seconds (from the last frame above it to the next).
     pub merge_gap_s: f64,
+    /// How many of the scenes whose captions match the query's words best are considered
+    /// even when none of their frames is among the `rerank_candidates`.
+    pub caption_scenes: usize,
 }
 
 impl Default for SearchConfig {
@@ -143,8 +160,9 @@ impl Default for SearchConfig {
         SearchConfig {
             caption_weight: 0.1,
             rerank_candidates: 1024,
-            frames_per_hit: 8,
+            range_drop: 0.03,
             merge_gap_s: 1.0,
+            caption_scenes: 64,
         }
     }
 }
@@ -169,8 +187,8 @@ impl SearchConfig {
         if self.rerank_candidates == 0 {
             return bad("rerank_candidates", "must be at least 1");
         }
-        if self.frames_per_hit == 0 {
-            return bad("frames_per_hit", "must be at least 1");
+        if !(self.range_drop.is_finite() && self.range_drop >= 0.0) {
+            return bad("range_drop", "must be zero or a positive number");
         }
         if !(self.merge_gap_s.is_finite() && self.merge_gap_s >= 0.0) {
             return bad(
@@ -241,7 +259,12 @@ pub struct FrameMatch {
 }
 
 /// One search result: a time range of one video.
+///
+/// As JSON (`search --json`), times are given twice, as in `export --format json`:
+/// `start_s`, `end_s` and `best_s` in seconds rounded to milliseconds, and `start`, `end`
+/// and `best` as `HH:MM:SS.mmm` timecodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "HitRecord", from = "HitRecord")]
 pub struct SearchHit {
     /// The video, as named when it was indexed.
     pub video: String,
@@ -249,16 +272,66 @@ pub struct SearchHit {
     pub start: MediaTime,
     /// Where it ends.
     pub end: MediaTime,
-    /// The best matching frame's time.
+    /// The peak frame's time: the frame the range grew from, its best match.
     pub best: MediaTime,
     /// The combined score: `visual_score + caption_weight * caption_score`.
     pub score: f32,
-    /// Cosine similarity between the query and the best frame.
+    /// Cosine similarity between the query and the peak frame.
     pub visual_score: f32,
     /// How well the scene's caption matches the query's words, 0 to 1.
     pub caption_score: f32,
-    /// The caption of the scene the best frame belongs to.
+    /// The caption of the scene the peak frame belongs to.
     pub caption: Option<String>,
+}
+
+/// A [`SearchHit`] as JSON.
+#[derive(Serialize, Deserialize)]
+struct HitRecord {
+    video: String,
+    start_s: f64,
+    end_s: f64,
+    start: String,
+    end: String,
+    best_s: f64,
+    best: String,
+    score: f32,
+    visual_score: f32,
+    caption_score: f32,
+    caption: Option<String>,
+}
+
+impl From<SearchHit> for HitRecord {
+    fn from(hit: SearchHit) -> Self {
+        let seconds = |time: MediaTime| time.millis() as f64 / 1000.0;
+        HitRecord {
+            video: hit.video,
+            start_s: seconds(hit.start),
+            end_s: seconds(hit.end),
+            start: hit.start.timecode(),
+            end: hit.end.timecode(),
+            best_s: seconds(hit.best),
+            best: hit.best.timecode(),
+            score: hit.score,
+            visual_score: hit.visual_score,
+            caption_score: hit.caption_score,
+            caption: hit.caption,
+        }
+    }
+}
+
+impl From<HitRecord> for SearchHit {
+    fn from(record: HitRecord) -> Self {
+        SearchHit {
+            video: record.video,
+            start: MediaTime::from_seconds(record.start_s),
+            end: MediaTime::from_seconds(record.end_s),
+            best: MediaTime::from_seconds(record.best_s),
+            score: record.score,
+            visual_score: record.visual_score,
+            caption_score: record.caption_score,
+            caption: record.caption,
+        }
+    }
 }
 
 /// A searchable library: sign codes, 16-bit embeddings, times, scenes and captions.
@@ -282,15 +355,65 @@ struct SceneRef {
     index: usize,
 }
 
-/// A candidate result before ranking.
+/// A result before ranking: frames `first..=last` of one video, grown around `peak`.
 #[derive(Debug, Clone, Copy)]
 struct Range {
     video: usize,
-    start: f64,
-    end: f64,
-    best: f64,
+    first: usize,
+    last: usize,
+    peak: usize,
     visual: f32,
     scene: Option<usize>,
+}
+
+/// Exact similarities of frames to one query, each computed once.
+struct Similarities<'a> {
+    index: &'a SearchIndex,
+    query: &'a [f32],
+    known: HashMap<usize, f32>,
+}
+
+impl<'a> Similarities<'a> {
+    fn new(index: &'a SearchIndex, query: &'a [f32]) -> Self {
+        Similarities {
+            index,
+            query,
+            known: HashMap::new(),
+        }
+    }
+
+    /// Remembers a similarity computed elsewhere; returns it.
+    fn record(&mut self, row: usize, similarity: f32) -> f32 {
+        *self.known.entry(row).or_insert(similarity)
+    }
+
+    fn get(&mut self, row: usize) -> f32 {
+        let (index, query) = (self.index, self.query);
+        *self
+            .known
+            .entry(row)
+            .or_insert_with(|| index.similarity(query, row))
+    }
+}
+
+/// The rows taken by the ranges made so far (disjoint runs of rows).
+#[derive(Default)]
+struct CoveredRows {
+    /// First row of each run -> its last row.
+    runs: BTreeMap<usize, usize>,
+}
+
+impl CoveredRows {
+    fn contains(&self, row: usize) -> bool {
+        self.runs
+            .range(..=row)
+            .next_back()
+            .is_some_and(|(_, &last)| last >= row)
+    }
+
+    fn insert(&mut self, first: usize, last: usize) {
+        self.runs.insert(first, last);
+    }
 }
 
 impl SearchIndex {
@@ -494,7 +617,8 @@ impl SearchIndex {
     }
 
     /// Searches the library for `top_k` time ranges matching a query: its MobileCLIP2 text
-    /// embedding and its words.
+    /// embedding and its words. The results are the first `top_k` of one ranking that does
+    /// not depend on `top_k` (see the module's documentation).
     pub fn search(
         &self,
         text_embedding: &[f32],
@@ -504,57 +628,78 @@ impl SearchIndex {
     ) -> Result<Vec<SearchHit>, SearchError> {
         config.validate()?;
         let query = self.rotated_query(text_embedding)?;
-        if top_k == 0 {
+        if top_k == 0 || self.frames() == 0 {
             return Ok(Vec::new());
         }
-        let hits = self.nearest_rotated(
-            &query,
-            top_k.saturating_mul(config.frames_per_hit),
-            config.rerank_candidates,
-        );
-        let mut ranges = self.merge_hits(hits, config.merge_gap_s);
         let caption_scores = self.captions.scores(query_text);
-
-        // Scenes whose captions match best, where no visual hit already is.
-        let covered: HashSet<usize> = ranges.iter().filter_map(|range| range.scene).collect();
-        let mut by_caption: Vec<(usize, f32)> = caption_scores
-            .iter()
-            .map(|(&scene, &score)| (scene as usize, score))
-            .filter(|(scene, score)| *score > 0.0 && !covered.contains(scene))
-            .collect();
-        by_caption.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        by_caption.truncate(top_k);
-        for (scene, _) in by_caption {
-            ranges.push(self.scene_range(&query, scene));
-        }
-
-        let mut results: Vec<(f32, f32, Range)> = ranges
+        let mut similarities = Similarities::new(self, &query);
+        let mut peaks: Vec<(f32, usize)> = self
+            .nearest_rotated(&query, config.rerank_candidates, config.rerank_candidates)
             .into_iter()
-            .map(|range| {
-                let caption = range
-                    .scene
-                    .and_then(|scene| caption_scores.get(&(scene as u32)).copied())
-                    .unwrap_or(0.0);
+            .map(|found| {
                 (
-                    range.visual + config.caption_weight * caption,
-                    caption,
-                    range,
+                    similarities.record(found.frame, found.similarity),
+                    found.frame,
                 )
             })
             .collect();
-        results.sort_unstable_by(|a, b| {
+        let mut by_caption: Vec<(usize, f32)> = caption_scores
+            .iter()
+            .map(|(&scene, &score)| (scene as usize, score))
+            .filter(|&(_, score)| score > 0.0)
+            .collect();
+        by_caption.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        by_caption.truncate(config.caption_scenes);
+        for (scene, _) in by_caption {
+            let best = self
+                .scene_rows(scene)
+                .map(|row| (similarities.get(row), row))
+                .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+            peaks.extend(best);
+        }
+        peaks.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        peaks.dedup_by_key(|peak| peak.1);
+
+        let best_caption = caption_scores.values().copied().fold(0.0f32, f32::max);
+        let mut ranges: Vec<(f32, f32, Range)> = Vec::new();
+        // The `top_k` best scores so far, best first.
+        let mut leading: Vec<f32> = Vec::with_capacity(top_k + 1);
+        let mut covered = CoveredRows::default();
+        for (similarity, frame) in peaks {
+            let ceiling = similarity + config.caption_weight * best_caption;
+            if leading.len() == top_k && leading[top_k - 1] > ceiling {
+                break;
+            }
+            if covered.contains(frame) {
+                continue;
+            }
+            let range = self.grow_range(frame, similarity, &covered, &mut similarities, config);
+            covered.insert(range.first, range.last);
+            let caption = range
+                .scene
+                .and_then(|scene| caption_scores.get(&(scene as u32)).copied())
+                .unwrap_or(0.0);
+            let score = range.visual + config.caption_weight * caption;
+            let at = leading.partition_point(|&better| better >= score);
+            leading.insert(at, score);
+            leading.truncate(top_k);
+            ranges.push((score, caption, range));
+        }
+
+        let times = self.times();
+        ranges.sort_unstable_by(|a, b| {
             b.0.total_cmp(&a.0)
                 .then(a.2.video.cmp(&b.2.video))
-                .then(a.2.start.total_cmp(&b.2.start))
+                .then(a.2.first.cmp(&b.2.first))
         });
-        results.truncate(top_k);
-        Ok(results
+        ranges.truncate(top_k);
+        Ok(ranges
             .into_iter()
             .map(|(score, caption_score, range)| SearchHit {
                 video: self.metadata.videos[range.video].video.clone(),
-                start: MediaTime::from_seconds(range.start),
-                end: MediaTime::from_seconds(range.end),
-                best: MediaTime::from_seconds(range.best),
+                start: MediaTime::from_seconds(times[range.first]),
+                end: MediaTime::from_seconds(self.frame_end(range.last)),
+                best: MediaTime::from_seconds(times[range.peak]),
                 score,
                 visual_score: range.visual,
                 caption_score,
@@ -563,63 +708,72 @@ impl SearchIndex {
             .collect())
     }
 
-    /// Merges frame hits that are neighbours in the same video into ranges.
-    fn merge_hits(&self, mut hits: Vec<FrameMatch>, merge_gap_s: f64) -> Vec<Range> {
-        hits.sort_unstable_by_key(|hit| hit.frame);
+    /// The range grown around `peak`: the neighbouring frames of its scene (of its video
+    /// when no scene holds it) at least `similarity - range_drop` similar, bridging lower
+    /// stretches up to `merge_gap_s`, not entering `covered`.
+    fn grow_range(
+        &self,
+        peak: usize,
+        similarity: f32,
+        covered: &CoveredRows,
+        similarities: &mut Similarities<'_>,
+        config: &SearchConfig,
+    ) -> Range {
+        let video = self.video_of(peak);
         let times = self.times();
-        let mut ranges: Vec<Range> = Vec::new();
-        let mut last_frame = usize::MAX;
-        for hit in hits {
-            let time = times[hit.frame];
-            let extends = ranges.last().is_some_and(|range| {
-                range.video == hit.video && time - times[last_frame] <= merge_gap_s + TIME_EPSILON
-            });
-            let end = self.frame_end(hit.frame);
-            match ranges.last_mut() {
-                Some(range) if extends => {
-                    range.end = end;
-                    if hit.similarity > range.visual {
-                        range.visual = hit.similarity;
-                        range.best = time;
-                    }
-                }
-                _ => ranges.push(Range {
-                    video: hit.video,
-                    start: time,
-                    end,
-                    best: time,
-                    visual: hit.similarity,
-                    scene: None,
-                }),
+        let scene = self.scene_at(video, times[peak]);
+        let record = &self.metadata.videos[video];
+        let bounds = match scene {
+            Some(scene) => self.scene_rows(scene),
+            None => record.first_row..record.first_row + record.rows,
+        };
+        let threshold = similarity - config.range_drop;
+        let within_gap = |from: usize, to: usize| {
+            (times[to] - times[from]).abs() <= config.merge_gap_s + TIME_EPSILON
+        };
+        let mut last = peak;
+        for row in peak + 1..bounds.end.max(peak + 1) {
+            if covered.contains(row) || !within_gap(last, row) {
+                break;
             }
-            last_frame = hit.frame;
+            if similarities.get(row) >= threshold {
+                last = row;
+            }
         }
-        for range in &mut ranges {
-            range.scene = self.scene_at(range.video, range.best);
+        let mut first = peak;
+        for row in (bounds.start.min(peak)..peak).rev() {
+            if covered.contains(row) || !within_gap(first, row) {
+                break;
+            }
+            if similarities.get(row) >= threshold {
+                first = row;
+            }
         }
-        ranges
+        Range {
+            video,
+            first,
+            last,
+            peak,
+            visual: similarity,
+            scene,
+        }
     }
 
-    /// A caption result: the whole scene, scored by its best frame.
-    fn scene_range(&self, query: &[f32], scene: usize) -> Range {
+    /// The rows of the frames inside a scene (an index into `self.scenes`).
+    fn scene_rows(&self, scene: usize) -> std::ops::Range<usize> {
         let SceneRef { video, index } = self.scenes[scene];
         let record = &self.metadata.videos[video];
         let (start, end) = (record.scenes[index].start_s, record.scenes[index].end_s);
+        let last_scene = index + 1 == record.scenes.len();
         let rows = record.first_row..record.first_row + record.rows;
         let times = &self.times()[rows.clone()];
-        let first = rows.start + times.partition_point(|&t| t < start - TIME_EPSILON);
-        let last = rows.start + times.partition_point(|&t| t < end - TIME_EPSILON);
-        let best = (first..last)
-            .map(|row| (self.similarity(query, row), row))
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        Range {
-            video,
-            start,
-            end,
-            best: best.map_or(start, |(_, row)| self.times()[row]),
-            visual: best.map_or(0.0, |(similarity, _)| similarity),
-            scene: Some(scene),
-        }
+        let first = times.partition_point(|&t| t < start - TIME_EPSILON);
+        let after = if last_scene {
+            times.partition_point(|&t| t <= end + TIME_EPSILON)
+        } else {
+            times.partition_point(|&t| t < end - TIME_EPSILON)
+        };
+        rows.start + first..rows.start + after.max(first)
     }
 
     /// Where a frame's stretch of video ends: the next frame of its video, or the video's end.
@@ -840,69 +994,102 @@ mod tests {
             videos[1].embeddings[frame] = rng.near(&query, 0.3);
         }
         let index = index_of(&videos);
-        // Six frame hits for one result: exactly the planted frames, merged.
-        let six = SearchConfig {
-            frames_per_hit: 6,
-            ..SearchConfig::default()
-        };
-        let hits = index.search(&query, "", 1, &six).unwrap();
+        let hits = index
+            .search(&query, "", 3, &SearchConfig::default())
+            .unwrap();
         let top = &hits[0];
         assert_eq!(top.video, "v1.mp4");
         assert_eq!((top.start, top.end), (time(20), time(26)));
         assert!(top.best >= time(20) && top.best < time(26));
         assert!(top.visual_score > 0.9);
         assert_eq!(top.caption.as_deref(), Some("scene 2 of v1.mp4"));
-        // With more frame hits, the planted range still leads, by far.
-        let hits = index
-            .search(&query, "", 3, &SearchConfig::default())
-            .unwrap();
-        assert_eq!(hits[0].video, "v1.mp4");
-        assert!(hits[0].start <= time(20) && hits[0].end >= time(26));
         assert!(hits[1..].iter().all(|hit| hit.score < hits[0].score - 0.3));
     }
 
     #[test]
-    fn adjacent_hits_merge_unless_further_apart_than_the_gap() {
-        let mut rng = Rng(2);
+    fn a_range_keeps_the_frames_near_its_peak_within_its_scene() {
+        // Frames 20..30 form one scene: similarities 0.90, 0.935, 0.95 (the peak at 22),
+        // 0.93, 0.80, 0.945, then 0.10; the scene before holds 0.94 at frames 18 and 19.
+        let mut rng = Rng(11);
         let query = rng.unit();
-        let mut videos = vec![TestVideo::random("v.mp4", 60, &mut rng)];
-        // Hits at frames 30, 31, 32 and 34, 35 (1 s apart across the missing 33), and a
-        // weaker one at 50.
-        for frame in [30, 31, 32, 34, 35] {
-            videos[0].embeddings[frame] = rng.near(&query, 0.2);
+        let mut video = TestVideo::random("v.mp4", 40, &mut rng);
+        for (frame, embedding) in video.embeddings.iter_mut().enumerate() {
+            let similarity = match frame {
+                18 | 19 => 0.94,
+                20 => 0.90,
+                21 => 0.935,
+                22 => 0.95,
+                23 => 0.93,
+                24 => 0.80,
+                25 => 0.945,
+                _ => 0.10,
+            };
+            *embedding = at_similarity(&query, similarity, &mut rng);
         }
-        videos[0].embeddings[50] = rng.near(&query, 0.5);
-        let index = index_of(&videos);
-        let config = SearchConfig {
-            frames_per_hit: 6,
-            ..SearchConfig::default()
+        let index = index_of(&[video]);
+        let ranges = |config: &SearchConfig| -> Vec<(MediaTime, MediaTime)> {
+            let hits = index.search(&query, "", 3, config).unwrap();
+            hits.iter().map(|hit| (hit.start, hit.end)).collect()
         };
-        let mut ranges: Vec<(MediaTime, MediaTime)> = index
-            .search(&query, "", 1, &config)
-            .map(|hits| hits.iter().map(|hit| (hit.start, hit.end)).collect())
-            .unwrap();
-        assert_eq!(ranges, [(time(30), time(36))]);
-
-        let strict = SearchConfig {
-            frames_per_hit: 2,
+        // Within 0.03 of the peak: 21..=23, and 25 across the dip at 24 (1 s apart); the
+        // frames of the scene before belong to a range of their own.
+        assert_eq!(
+            ranges(&SearchConfig::default()),
+            [
+                (time(21), time(26)),
+                (time(18), time(20)),
+                (time(20), time(21))
+            ]
+        );
+        // Without bridging, the dip ends the range and 25 makes one of its own.
+        let no_gap = SearchConfig {
             merge_gap_s: 0.5,
             ..SearchConfig::default()
         };
-        ranges = index
-            .search(&query, "", 3, &strict)
-            .unwrap()
-            .iter()
-            .map(|hit| (hit.start, hit.end))
-            .collect();
-        ranges.sort_by(|a, b| a.0.seconds().total_cmp(&b.0.seconds()));
         assert_eq!(
-            ranges,
+            ranges(&no_gap),
             [
-                (time(30), time(33)),
-                (time(34), time(36)),
-                (time(50), time(51))
+                (time(21), time(24)),
+                (time(25), time(26)),
+                (time(18), time(20))
             ]
         );
+        // A wider drop takes in the whole run of similar frames of the scene.
+        let wide = SearchConfig {
+            range_drop: 0.2,
+            ..SearchConfig::default()
+        };
+        assert_eq!(ranges(&wide)[0], (time(20), time(26)));
+    }
+
+    #[test]
+    fn the_first_results_do_not_depend_on_how_many_are_asked_for() {
+        let mut rng = Rng(12);
+        let mut subjects = Vec::new();
+        let videos: Vec<TestVideo> = (0..4)
+            .map(|v| {
+                let mut video = TestVideo::random(&format!("v{v}.mp4"), 80, &mut rng);
+                // A stretch that fades in and out of a subject of its own.
+                let subject = rng.unit();
+                for (offset, frame) in (10 * v + 5..10 * v + 25).enumerate() {
+                    let amount = 0.2 + 0.15 * (offset as f32 - 9.5).abs();
+                    video.embeddings[frame] = rng.near(&subject, amount);
+                }
+                subjects.push(subject);
+                video
+            })
+            .collect();
+        let index = index_of(&videos);
+        let config = SearchConfig::default();
+        for subject in subjects.iter().chain(subjects.iter()) {
+            let query = rng.near(subject, 0.8);
+            let all = index.search(&query, "scene 2", 20, &config).unwrap();
+            assert_eq!(all.len(), 20);
+            for top in [1, 2, 5, 10] {
+                let first = index.search(&query, "scene 2", top, &config).unwrap();
+                assert_eq!(first[..], all[..top], "top {top}");
+            }
+        }
     }
 
     #[test]
@@ -958,26 +1145,25 @@ mod tests {
 
     #[test]
     fn a_caption_can_lift_a_scene_the_pictures_rank_lower() {
-        // Similarities by construction: frames 50..60 score 0.30 (the visual hits), the
-        // lighthouse scene (frames 30..40) 0.25, every other frame 0.10.
-        let mut rng = Rng(5);
-        let query = rng.unit();
-        let mut video = TestVideo::random("v.mp4", 100, &mut rng);
-        for (frame, embedding) in video.embeddings.iter_mut().enumerate() {
-            let similarity = match frame {
-                30..40 => 0.25,
-                50..60 => 0.30,
-                _ => 0.10,
-            };
-            *embedding = at_similarity(&query, similarity, &mut rng);
-        }
-        video.scenes[3].caption = "a lighthouse on a cliff".into();
-        let index = index_of(&[video]);
-        // Two results of five frame hits each: the ten frames of 50..60 are the only hits.
-        let config = SearchConfig {
-            frames_per_hit: 5,
-            ..SearchConfig::default()
+        // Similarities by construction: frames 50..60 score `best`, the lighthouse scene
+        // (frames 30..40) `lighthouse`, every other frame 0.10.
+        let library = |lighthouse: f32, best: f32| {
+            let mut rng = Rng(5);
+            let query = rng.unit();
+            let mut video = TestVideo::random("v.mp4", 100, &mut rng);
+            for (frame, embedding) in video.embeddings.iter_mut().enumerate() {
+                let similarity = match frame {
+                    30..40 => lighthouse,
+                    50..60 => best,
+                    _ => 0.10,
+                };
+                *embedding = at_similarity(&query, similarity, &mut rng);
+            }
+            video.scenes[3].caption = "a lighthouse on a cliff".into();
+            (index_of(&[video]), query)
         };
+        let (index, query) = library(0.25, 0.30);
+        let config = SearchConfig::default();
         let hits = index.search(&query, "lighthouse", 2, &config).unwrap();
         assert_eq!(hits[0].caption.as_deref(), Some("a lighthouse on a cliff"));
         assert_eq!((hits[0].start, hits[0].end), (time(30), time(40)));
@@ -987,11 +1173,59 @@ mod tests {
         // Without the caption weight, the pictures decide.
         let visual_only = SearchConfig {
             caption_weight: 0.0,
-            frames_per_hit: 10,
-            ..config
+            ..config.clone()
         };
         let hits = index.search(&query, "lighthouse", 1, &visual_only).unwrap();
         assert_eq!((hits[0].start, hits[0].end), (time(50), time(60)));
+
+        // Pictures that match worse than any other, far from the ten re-ranked candidates
+        // (frames 50..60): a caption weighted heavily still brings the scene in...
+        let (index, query) = library(-0.3, 0.5);
+        let few = SearchConfig {
+            caption_weight: 1.0,
+            rerank_candidates: 10,
+            ..config
+        };
+        let hits = index.search(&query, "lighthouse", 1, &few).unwrap();
+        assert_eq!((hits[0].start, hits[0].end), (time(30), time(40)));
+        assert!((hits[0].score - (-0.3 + 1.0)).abs() < 5e-3);
+        // ... unless captions may not bring in scenes.
+        let no_caption_scenes = SearchConfig {
+            caption_scenes: 0,
+            ..few
+        };
+        let hits = index
+            .search(&query, "lighthouse", 1, &no_caption_scenes)
+            .unwrap();
+        assert_eq!((hits[0].start, hits[0].end), (time(50), time(60)));
+    }
+
+    #[test]
+    fn json_results_give_seconds_and_timecodes() {
+        let hit = SearchHit {
+            video: "clip.mp4".into(),
+            start: MediaTime::from_seconds(11.0),
+            end: MediaTime::from_seconds(22.0004),
+            best: MediaTime::from_seconds(18.5),
+            score: 0.3,
+            visual_score: 0.25,
+            caption_score: 0.5,
+            caption: Some("a beach".into()),
+        };
+        let json = serde_json::to_value(&hit).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "video": "clip.mp4",
+                "start_s": 11.0, "end_s": 22.0, "start": "00:00:11.000", "end": "00:00:22.000",
+                "best_s": 18.5, "best": "00:00:18.500",
+                "score": 0.3f32, "visual_score": 0.25f32, "caption_score": 0.5f32,
+                "caption": "a beach"
+            })
+        );
+        let back: SearchHit = serde_json::from_value(json).unwrap();
+        assert_eq!(back.end, MediaTime::from_seconds(22.0));
+        assert_eq!(back.best, hit.best);
     }
 
     /// A unit vector with exactly `similarity` to the unit vector `query`.
