@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use keyscribe::analysis::{Analysis, FrameEmbeddings};
+use keyscribe::analysis::Analysis;
 use keyscribe::atomic;
 use keyscribe::cache::AnalysisCache;
 use keyscribe::output::{self, html, Format};
@@ -24,7 +24,7 @@ pub struct RunArgs {
     #[arg(long, short, default_value = "default")]
     pipeline: String,
     /// Where to write the analysis document (default: VIDEO_NAME.analysis.json in the
-    /// current directory). Its embeddings go beside it in NAME.embeddings.safetensors.
+    /// current directory). Its embeddings go beside it in NAME.embeddings.HASH.safetensors.
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Also write the captions as SRT subtitles.
@@ -78,11 +78,7 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
     let cached = cache.analysis_path(&cache_key(&sha256, &config, captions));
     analyse_video(&args.video, sha256, request, models, &cached)?;
     let mut analysis = Analysis::load(&cached)?;
-    let frames = FrameEmbeddings::load(
-        &analysis
-            .embeddings_path(&cached)
-            .context("the stored analysis lost its embeddings")?,
-    )?;
+    let frames = analysis.load_frames(&cached)?;
     store_analysis(&mut analysis, &frames, &document)?;
     write_extras(&args, &analysis, &document)?;
     if args.json {

@@ -7,8 +7,8 @@ use super::{
     analyse_video, load_models, video_sha256, AnalysisRequest, ModelDirs, Models, PipelineConfig,
     PipelineError, StopSignal,
 };
-use crate::analysis::{Analysis, FrameEmbeddings};
-use crate::search::{IndexBuilder, SceneCaption, SearchError, SearchIndex, VideoInput};
+use crate::analysis::Analysis;
+use crate::search::{IndexBuilder, SceneCaption, SearchIndex, VideoInput};
 use crate::time::MediaTime;
 
 /// The folder, inside an indexed folder, that holds its analyses and index.
@@ -143,9 +143,7 @@ pub fn index_folder(
             analysis.video.sha256 == sha256
                 && analysis.pipeline == settings
                 && analysis.models.captioner.is_some() == captions
-                && analysis
-                    .embeddings_path(&document)
-                    .is_some_and(|sidecar| sidecar.is_file())
+                && analysis.load_frames(&document).is_ok()
         });
         on_video(position, videos.len(), video, done);
         if done {
@@ -202,13 +200,7 @@ pub fn add_analysis(
     analysis: &Analysis,
     document: &Path,
 ) -> Result<(), PipelineError> {
-    let sidecar = analysis.embeddings_path(document).ok_or_else(|| {
-        PipelineError::Search(SearchError::BadVideo {
-            video: document.display().to_string(),
-            problem: "the analysis has no embeddings sidecar to search".into(),
-        })
-    })?;
-    let frames = FrameEmbeddings::load(&sidecar)?;
+    let frames = analysis.load_frames(document)?;
     let times: Vec<MediaTime> = frames
         .time_s
         .iter()
