@@ -237,9 +237,10 @@ pub enum StoreError {
         /// The flag that points at a local copy.
         flag: String,
     },
-    /// A directory holds another kind of model, or its files cannot be read.
+    /// A directory holds another kind of model, or its files cannot be read (boxed: the
+    /// other variants are what this error usually is).
     #[error(transparent)]
-    Checkpoint(#[from] ModelError),
+    Checkpoint(Box<ModelError>),
     /// A download started but failed.
     #[error("{name}: downloading {file} from {repo} failed: {reason}")]
     Download {
@@ -252,6 +253,12 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<ModelError> for StoreError {
+    fn from(error: ModelError) -> Self {
+        StoreError::Checkpoint(Box::new(error))
+    }
 }
 
 /// Checks that `dir` holds the files its layout needs, for a model of `manifest`'s role,
