@@ -20,6 +20,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde_json::{json, Value};
 
+use keyscribe::analysis::ModelSource;
 use keyscribe::embed::FrameEmbedder;
 use keyscribe::models::mobileclip::MobileClip;
 use keyscribe::pipeline::{analyse, AnalysisJob, Models, PipelineConfig, Progress, StopSignal};
@@ -64,7 +65,11 @@ fn main() {
             video_sha256: String::new(),
             models: Models {
                 embedder,
-                embedder_source: embedder_dir.display().to_string(),
+                embedder_source: ModelSource {
+                    location: embedder_dir.display().to_string(),
+                    revision: None,
+                    weights_sha256: None,
+                },
                 captioner: None,
             },
         };

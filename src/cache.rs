@@ -67,6 +67,11 @@ impl AnalysisCache {
         hex(&hasher.finalize()[..16])
     }
 
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
     /// Where the analysis with this key is (or would be) stored.
     pub fn analysis_path(&self, key: &str) -> PathBuf {
         self.root.join("analyses").join(key).join("analysis.json")

@@ -18,6 +18,8 @@ use serde::Deserialize;
 
 use keyscribe::models::fastvlm::{FastVlm, GenerationSettings, Layout};
 use keyscribe::models::qwen2_tokenizer::chat_prompt;
+use keyscribe::models::store::{self, ModelRole};
+use keyscribe::pipeline::verify_model;
 
 /// Largest difference allowed between our last-position logits and the reference's (f32).
 const LOGITS_TOLERANCE: f32 = 1e-3;
@@ -452,4 +454,67 @@ fn describe_names_an_unreadable_image() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("notes.png"), "{stderr}");
     assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_transformers_port_with_only_tokenizer_json_is_accepted_and_reads_the_same() {
+    // transformers 5's `save_pretrained` writes `tokenizer.json` without `vocab.json` and
+    // `merges.txt`. The other files are linked, not copied (the full-size fixture is large).
+    let full = fixture().transformers;
+    let port = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&full).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name != "vocab.json" && name != "merges.txt" {
+            std::os::unix::fs::symlink(entry.path(), port.path().join(&name)).unwrap();
+        }
+    }
+    assert!(!port.path().join("vocab.json").exists());
+
+    // The check a directory named with `--captioner` goes through, and `models verify`.
+    let manifest = store::manifest("FastVLM-0.5B").unwrap();
+    let located = store::use_directory(manifest, port.path())
+        .unwrap_or_else(|error| panic!("the check refused the port: {error}"));
+    assert_eq!(located.dir, port.path());
+    verify_model(ModelRole::Captioner, port.path()).unwrap();
+
+    let reference = Reference::load();
+    let original = load(&full, DType::F32);
+    let model = load(port.path(), DType::F32);
+    for case in &reference.expected.tokenizer_cases {
+        assert_eq!(
+            model.tokenizer().encode(&case.text).unwrap(),
+            case.ids,
+            "{:?}",
+            case.text
+        );
+    }
+    for (index, case) in reference.expected.cases.iter().enumerate() {
+        assert_eq!(
+            model.input_ids(&case.prompt_text).unwrap(),
+            case.input_ids_hf
+        );
+        let image = reference.image(case);
+        let logits = model
+            .prompt_logits(Some(&image), &case.prompt_text)
+            .unwrap();
+        let diff = max_abs_diff(&logits, reference.tensor(index, "last_logits"));
+        assert!(
+            diff <= LOGITS_TOLERANCE,
+            "case {index}: logits differ by {diff}"
+        );
+        let expected = original
+            .prompt_logits(Some(&image), &case.prompt_text)
+            .unwrap();
+        assert_eq!(max_abs_diff(&logits, &expected), 0.0, "case {index}");
+        let generation = model
+            .describe(
+                &image,
+                &case.prompt,
+                &GenerationSettings::greedy(case.greedy_tokens.len()),
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(generation.token_ids, case.greedy_tokens, "case {index}");
+    }
 }

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use keyscribe::analysis::{Analysis, FrameEmbeddings};
+use std::os::unix::fs::PermissionsExt;
+
+use keyscribe::analysis::Analysis;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -93,7 +95,7 @@ fn check_document(analysis: &Analysis, document: &Path, captioned: bool) {
     for value in [timings.decode_s, timings.embed_s, timings.total_s] {
         assert!(value > 0.0 && value.is_finite());
     }
-    let frames = FrameEmbeddings::load(&analysis.embeddings_path(document).unwrap()).unwrap();
+    let frames = analysis.load_frames(document).unwrap();
     let record = analysis.embeddings.as_ref().unwrap();
     assert_eq!(frames.len(), record.frames);
     assert_eq!(frames.dim, record.dim);
@@ -138,10 +140,101 @@ fn keyframes_writes_a_complete_document_and_the_same_one_twice() {
         documents.push(analysis);
     }
     assert_eq!(comparable(&documents[0]), comparable(&documents[1]));
-    let sidecar = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let sidecar = |index: usize, name: &str| {
+        let path = documents[index]
+            .embeddings_path(&dir.path().join(name))
+            .unwrap();
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(sidecar(0, "first.json"), sidecar(1, "second.json"));
+    // The embedder is recorded with the SHA-256 of its weights; a local directory has no
+    // Hub revision.
+    let embedder_record = &documents[0].models.embedder;
     assert_eq!(
-        sidecar("first.embeddings.safetensors"),
-        sidecar("second.embeddings.safetensors")
+        embedder_record.weights_sha256.as_deref(),
+        Some(
+            keyscribe::cache::file_sha256(&embedder().join("open_clip_model.safetensors"))
+                .unwrap()
+                .as_str()
+        )
+    );
+    assert_eq!(embedder_record.revision, None);
+    assert_eq!(
+        Path::new(&embedder_record.source),
+        std::fs::canonicalize(embedder()).unwrap()
+    );
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The process's umask, as Linux reports it.
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))
+        .unwrap();
+    u32::from_str_radix(line.trim(), 8).unwrap()
+}
+
+#[test]
+fn outputs_keep_their_permissions_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyframes = |output: &str, fps: &str| {
+        let pipeline = dir.path().join(format!("fps-{fps}.toml"));
+        std::fs::write(&pipeline, format!("[decode]\nsample_fps = {fps}\n")).unwrap();
+        let output = keyscribe(
+            dir.path(),
+            &[
+                "keyframes",
+                path_arg(&sample()),
+                "--embedder",
+                path_arg(&embedder()),
+                "--pipeline",
+                path_arg(&pipeline),
+                "-o",
+                output,
+                "--quiet",
+            ],
+        );
+        assert_ok(&output);
+    };
+    // New files: the document and its sidecar get the same usual mode.
+    keyframes("out.json", "2");
+    let document = dir.path().join("out.json");
+    let first = Analysis::load(&document).unwrap();
+    let first_sidecar = first.embeddings_path(&document).unwrap();
+    assert_eq!(mode(&document), 0o666 & !umask());
+    assert_eq!(mode(&first_sidecar), mode(&document));
+
+    // Replacing them keeps the mode the user gave the document, for both.
+    std::fs::set_permissions(&document, std::fs::Permissions::from_mode(0o640)).unwrap();
+    keyframes("out.json", "1");
+    let second = Analysis::load(&document).unwrap();
+    let second_sidecar = second.embeddings_path(&document).unwrap();
+    assert_ne!(first_sidecar, second_sidecar);
+    assert!(!first_sidecar.exists(), "the replaced sidecar is removed");
+    assert_eq!(mode(&document), 0o640);
+    assert_eq!(mode(&second_sidecar), 0o640);
+    assert!(second.load_frames(&document).unwrap().len() < 40);
+
+    // A document path that is a link: the file it points to is replaced, the link stays.
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::copy(&document, dir.path().join("real/target.json")).unwrap();
+    std::os::unix::fs::symlink("real/target.json", dir.path().join("link.json")).unwrap();
+    keyframes("link.json", "2");
+    let link = dir.path().join("link.json");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let through_link = Analysis::load(&link).unwrap();
+    assert!(through_link.load_frames(&link).unwrap().len() > 50);
+    assert_eq!(
+        Analysis::load(&dir.path().join("real/target.json")).unwrap(),
+        through_link
     );
 }
 
@@ -275,6 +368,44 @@ fn missing_model_files_are_named_with_how_to_get_them() {
         "{stderr}"
     );
     assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_damaged_model_is_one_line_that_says_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    for file in ["open_clip_config.json", "tokenizer.json"] {
+        std::fs::copy(embedder().join(file), damaged.join(file)).unwrap();
+    }
+    let mut tensors = candle_core::safetensors::load(
+        embedder().join("open_clip_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    tensors.remove("text.text_projection").unwrap();
+    candle_core::safetensors::save(&tensors, damaged.join("open_clip_model.safetensors")).unwrap();
+    let output = keyscribe(
+        dir.path(),
+        &[
+            "keyframes",
+            path_arg(&sample()),
+            "--embedder",
+            path_arg(&damaged),
+            "-o",
+            "out.json",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("tensor `text.text_projection` is missing")
+            .count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -490,6 +621,33 @@ fn models_verify_checks_every_tensor() {
     let stdout = text(&output.stdout);
     assert!(
         stdout.contains("FAILED") && stdout.contains("open_clip_model.safetensors"),
+        "{stdout}"
+    );
+
+    // Weights with a NaN load with the right shapes; verify names the damaged tensor.
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    for file in ["open_clip_config.json", "tokenizer.json"] {
+        std::fs::copy(embedder().join(file), damaged.join(file)).unwrap();
+    }
+    let mut tensors = candle_core::safetensors::load(
+        embedder().join("open_clip_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let name = "text.token_embedding.weight";
+    let original = tensors.remove(name).unwrap();
+    let nan = (original.zeros_like().unwrap() + f64::NAN).unwrap();
+    tensors.insert(name.to_string(), nan);
+    candle_core::safetensors::save(&tensors, damaged.join("open_clip_model.safetensors")).unwrap();
+    let output = keyscribe(
+        dir.path(),
+        &["models", "verify", "--embedder", path_arg(&damaged)],
+    );
+    assert!(!output.status.success());
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("FAILED") && stdout.contains(name) && stdout.contains("NaN or infinite"),
         "{stdout}"
     );
 

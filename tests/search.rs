@@ -1,10 +1,16 @@
 //! Search over synthetic libraries shaped like real ones (see `common/synthetic_library.rs`):
 //! the index against exact search, an index written through a spill directory, and results
-//! that do not depend on how many are asked for.
+//! that do not depend on how many are asked for. And `keyscribe search` on analyses of the
+//! committed sample with the tiny MobileCLIP2 fixtures: the query is embedded by the model
+//! the analysis records, never by another.
 
 #[path = "common/synthetic_library.rs"]
 mod synthetic_library;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use keyscribe::analysis::Analysis;
 use keyscribe::search::{IndexBuilder, SearchConfig, SearchIndex, VideoInput};
 use synthetic_library::{exact_top, Library, Video};
 
@@ -160,4 +166,235 @@ fn a_result_range_does_not_depend_on_how_many_results_are_asked_for() {
             assert_eq!(search(top)[..], twenty[..top], "query {number}, top {top}");
         }
     }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs keyscribe in `dir`, offline, with a cache and a Hugging Face home of its own.
+fn keyscribe(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+        .args(args)
+        .current_dir(dir)
+        .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.join("hf-home"))
+        .output()
+        .expect("keyscribe runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        stderr(output)
+    );
+}
+
+/// Asserts that `output` failed with one line on stderr holding every one of `parts`.
+fn assert_refused(output: &Output, parts: &[&str]) {
+    assert!(!output.status.success(), "{}", stderr(output));
+    let message = stderr(output);
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    for part in parts {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+}
+
+/// Copies a tiny MobileCLIP2 fixture's model files (not its reference outputs) to `to`.
+fn copy_embedder(fixture_name: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in [
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "tokenizer.json",
+    ] {
+        std::fs::copy(fixture(fixture_name).join(file), to.join(file)).unwrap();
+    }
+}
+
+/// `keyframes` of the committed sample into `output`, with `extra` arguments.
+fn analyse(dir: &Path, output: &str, extra: &[&str]) -> PathBuf {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/scenes.mp4");
+    let mut args = vec![
+        "keyframes",
+        sample.to_str().unwrap(),
+        "-o",
+        output,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    assert_ok(&keyscribe(dir, &args));
+    dir.join(output)
+}
+
+fn search(dir: &Path, document: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "search",
+        document.to_str().unwrap(),
+        "colour bars",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    keyscribe(dir, &args)
+}
+
+fn short_sha256(record: &keyscribe::analysis::ModelRecord) -> String {
+    record.weights_sha256.as_ref().unwrap()[..12].to_string()
+}
+
+#[test]
+fn search_embeds_the_query_with_the_recorded_embedder_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let s0 = dir.path().join("models/s0");
+    copy_embedder("mobileclip-s0-tiny", &s0);
+    let document = analyse(dir.path(), "a.json", &["--embedder", "models/s0"]);
+    let recorded = Analysis::load(&document).unwrap().models.embedder;
+
+    // No --embedder: the recorded directory, not the Hub (which is offline here).
+    let found = search(dir.path(), &document, &[]);
+    assert_ok(&found);
+    let hits: Vec<serde_json::Value> = serde_json::from_slice(&found.stdout).unwrap();
+    assert!(!hits.is_empty());
+
+    // Another model is refused, naming both.
+    let s2 = fixture("mobileclip-s2-tiny");
+    let other = search(dir.path(), &document, &["--embedder", s2.to_str().unwrap()]);
+    assert_refused(
+        &other,
+        &[
+            "a.json",
+            "MobileCLIP2-S0 (reduced)",
+            "MobileCLIP2-S2 (reduced)",
+        ],
+    );
+
+    // So are other weights under the same name (a fine-tune): the weights decide.
+    let tuned = dir.path().join("models/s0-tuned");
+    copy_embedder("mobileclip-s0-tiny", &tuned);
+    let weights = tuned.join("open_clip_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let name = "text.text_projection";
+    let nudged = (tensors[name].clone() * 1.01).unwrap();
+    tensors.insert(name.to_string(), nudged);
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let tuned_output = search(dir.path(), &document, &["--embedder", "models/s0-tuned"]);
+    let tuned_sha256 = keyscribe::cache::file_sha256(&weights).unwrap();
+    assert_refused(
+        &tuned_output,
+        &[&short_sha256(&recorded), &tuned_sha256[..12]],
+    );
+
+    // The recorded directory now holds another model: refused, naming both.
+    std::fs::rename(&s0, dir.path().join("models/s0-moved")).unwrap();
+    copy_embedder("mobileclip-s2-tiny", &s0);
+    assert_refused(
+        &search(dir.path(), &document, &[]),
+        &[
+            "MobileCLIP2-S0 (reduced)",
+            "now holds MobileCLIP2-S2 (reduced)",
+        ],
+    );
+
+    // Gone, with no Hub model of that name: refused with the way out.
+    std::fs::remove_dir_all(&s0).unwrap();
+    assert_refused(
+        &search(dir.path(), &document, &[]),
+        &[
+            "MobileCLIP2-S0 (reduced)",
+            "not on this machine",
+            "--embedder DIR",
+        ],
+    );
+
+    // Given the same model again, from anywhere, the search runs.
+    assert_ok(&search(
+        dir.path(),
+        &document,
+        &["--embedder", "models/s0-moved"],
+    ));
+}
+
+#[test]
+fn search_uses_the_hub_snapshot_the_analysis_was_made_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir
+        .path()
+        .join("hf-home/hub/models--timm--MobileCLIP2-S0-OpenCLIP");
+    let first_commit = "1111111111111111111111111111111111111111";
+    copy_embedder(
+        "mobileclip-s0-tiny",
+        &repo.join("snapshots").join(first_commit),
+    );
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), first_commit).unwrap();
+
+    // No --embedder anywhere: the pipeline's MobileCLIP2-S0, from the cache.
+    let document = analyse(dir.path(), "a.json", &[]);
+    let recorded = Analysis::load(&document).unwrap().models.embedder;
+    assert_eq!(recorded.source, "hf://timm/MobileCLIP2-S0-OpenCLIP@main");
+    assert_eq!(recorded.revision.as_deref(), Some(first_commit));
+
+    // `main` moves on to other weights: the search still uses the recorded snapshot.
+    let second_commit = "2222222222222222222222222222222222222222";
+    copy_embedder(
+        "mobileclip-s2-tiny",
+        &repo.join("snapshots").join(second_commit),
+    );
+    std::fs::write(repo.join("refs/main"), second_commit).unwrap();
+    assert_ok(&search(dir.path(), &document, &[]));
+
+    // Without that snapshot, `main`'s weights are not the recorded ones: refused.
+    std::fs::remove_dir_all(repo.join("snapshots").join(first_commit)).unwrap();
+    assert_refused(
+        &search(dir.path(), &document, &[]),
+        &["MobileCLIP2-S0 (reduced)", "is MobileCLIP2-S2 (reduced)"],
+    );
+}
+
+#[test]
+fn search_refuses_a_sidecar_that_is_not_the_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedder = fixture("mobileclip-s0-tiny");
+    let embedder_arg = ["--embedder", embedder.to_str().unwrap()];
+    let document = analyse(dir.path(), "a.json", &embedder_arg);
+    std::fs::write(dir.path().join("slow.toml"), "[decode]\nsample_fps = 1\n").unwrap();
+    let mut slow_args = embedder_arg.to_vec();
+    slow_args.extend(["--pipeline", "slow.toml"]);
+    let other = analyse(dir.path(), "b.json", &slow_args);
+    let sidecar = Analysis::load(&document)
+        .unwrap()
+        .embeddings_path(&document)
+        .unwrap();
+    let other_sidecar = Analysis::load(&other)
+        .unwrap()
+        .embeddings_path(&other)
+        .unwrap();
+    std::fs::copy(&other_sidecar, &sidecar).unwrap();
+    assert_refused(
+        &search(dir.path(), &document, &embedder_arg),
+        &[
+            &sidecar.file_name().unwrap().to_string_lossy(),
+            "does not belong to",
+            "a.json",
+        ],
+    );
+
+    // A document pointing outside its directory is refused before anything is read.
+    let mut forged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    forged["embeddings"]["path"] = "/etc/passwd".into();
+    std::fs::write(&other, forged.to_string()).unwrap();
+    assert_refused(
+        &search(dir.path(), &other, &embedder_arg),
+        &["b.json", "`/etc/passwd`", "beside the document"],
+    );
 }

@@ -10,7 +10,7 @@ use keyscribe::analysis::{Analysis, AnalysisError};
 pub fn load_analysis(path: &Path) -> anyhow::Result<Analysis> {
     match Analysis::load(path) {
         Ok(analysis) => Ok(analysis),
-        Err(error @ AnalysisError::Io { .. }) if !path.is_file() => Err(error.into()),
+        Err(error @ AnalysisError::Read { .. }) if !path.is_file() => Err(error.into()),
         Err(error) => match keyscribe::video::probe(path) {
             Ok(_) => anyhow::bail!(
                 "{}: this is a video, not an analysis document: run `keyscribe run {}` first \

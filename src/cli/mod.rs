@@ -102,18 +102,20 @@ fn print_error(error: &anyhow::Error) -> ExitCode {
 }
 
 /// The error's chain of causes joined with `: `, leaving out causes whose text an outer
-/// message already includes (typed errors often print their source themselves).
+/// message already includes (typed errors often print their source themselves). Only a
+/// cause's first line counts: candle's errors carry a backtrace after theirs.
 fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
+        let full = cause.to_string();
+        let text = full.lines().next().unwrap_or_default();
+        if line.contains(text) {
             continue;
         }
         if !line.is_empty() {
             line.push_str(": ");
         }
-        line.push_str(&text);
+        line.push_str(text);
     }
-    line.lines().next().unwrap_or_default().to_string()
+    line
 }

@@ -27,7 +27,7 @@ pub struct ReportArgs {
 /// comes from the embeddings sidecar; either is left out with a warning when unavailable.
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let analysis = load_analysis(&args.analysis)?;
-    let sidecar = analysis.embeddings_path(&args.analysis);
+    let sidecar = analysis.embeddings_path(&args.analysis).ok();
     let video = Path::new(&analysis.video.path);
     let mut read = vec![
         NamedPath::new("analysis document", &args.analysis),

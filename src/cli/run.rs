@@ -12,7 +12,7 @@ use keyscribe::cache::AnalysisCache;
 use keyscribe::output::{self, html, Format};
 use keyscribe::output_paths::{prepare_outputs, NamedPath};
 use keyscribe::pipeline::{
-    analyse_video, cache_key, load_models, report_inputs, sidecar_path, store_analysis,
+    analyse_video, cache_key, load_models, report_inputs, store_analysis,
     video_sha256, AnalysisOutput, AnalysisRequest, ModelDirs, PipelineConfig, StopSignal,
 };
 
@@ -27,7 +27,7 @@ pub struct RunArgs {
     #[arg(long, short, default_value = "default")]
     pipeline: String,
     /// Where to write the analysis document (default: VIDEO_NAME.analysis.json in the
-    /// current directory). Its embeddings go beside it in NAME.embeddings.safetensors.
+    /// current directory). Its embeddings go beside it in NAME.embeddings.HASH.safetensors.
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Also write the captions as SRT subtitles.
@@ -137,12 +137,9 @@ fn prepare_run_outputs(args: &RunArgs, document: &Path, cached: &Path) -> anyhow
     if pipeline_file.is_file() {
         inputs.push(NamedPath::new("pipeline file", pipeline_file));
     }
-    let sidecar = sidecar_path(document);
-    let cached_sidecar = sidecar_path(cached);
-    let mut outputs = vec![
-        NamedPath::new("analysis document", document),
-        NamedPath::new("embeddings sidecar", &sidecar),
-    ];
+    // The embeddings sidecars are named by their content when written (see
+    // `Analysis::save_with_frames`), so no input can be one of them.
+    let mut outputs = vec![NamedPath::new("analysis document", document)];
     let extras = [
         ("--srt file", &args.srt),
         ("--vtt file", &args.vtt),
@@ -154,7 +151,6 @@ fn prepare_run_outputs(args: &RunArgs, document: &Path, cached: &Path) -> anyhow
         }
     }
     outputs.push(NamedPath::new("cache entry", cached));
-    outputs.push(NamedPath::new("cache entry", &cached_sidecar));
     Ok(prepare_outputs(&inputs, &outputs)?)
 }
 

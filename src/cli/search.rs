@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 
 use keyscribe::analysis::Analysis;
 use keyscribe::cache::AnalysisCache;
 use keyscribe::pipeline::{
-    cache_key, cached_or_analysed, find_analyses, load_embedder, open_index, video_sha256,
+    cache_key, cached_or_analysed, find_analyses, load_recorded_embedder, open_index, video_sha256,
     AnalysisRequest, ModelDirs, PipelineConfig, StopSignal, LIBRARY_DIR,
 };
 use keyscribe::search::SearchIndex;
@@ -32,7 +32,8 @@ pub struct SearchArgs {
     /// a video is analysed with it.
     #[arg(long, short, default_value = "default")]
     pipeline: String,
-    /// A local MobileCLIP2 checkpoint directory (must be the model the analyses used).
+    /// A local MobileCLIP2 checkpoint directory (must be the model the analyses used;
+    /// without it, the model they record is used).
     #[arg(long, value_name = "DIR")]
     embedder: Option<PathBuf>,
     /// A local FastVLM checkpoint directory, for analysing a video not analysed yet.
@@ -60,19 +61,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             args.target.display()
         );
     }
-    let (embedder, _) = load_embedder(&config, &dirs).context("loading the embedder")?;
-    for document in &documents {
-        let analysis = Analysis::load(document)?;
-        if analysis.models.embedder.name != embedder.name() {
-            bail!(
-                "{}: analysed with the embedder {}, but the query would be embedded with {}; \
-                 pass --embedder with the same model",
-                document.display(),
-                analysis.models.embedder.name,
-                embedder.name()
-            );
-        }
-    }
+    let analyses = documents
+        .iter()
+        .map(|document| Ok((document.clone(), Analysis::load(document)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let embedder = load_recorded_embedder(&analyses, &config, &dirs)?;
     let index = library_index(&args.target, &documents)?;
     let query = embedder
         .embed_texts(&[args.query.as_str()])?

@@ -21,12 +21,14 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use image::RgbImage;
 use serde_json::Value;
 
+use super::checkpoint::CheckpointFiles;
 use super::fastvit::{self, FastVit};
 use super::kernels;
 use super::kernels::{Activation, Linear};
 use super::preprocess::{self, Interpolation, Normalization};
 use super::qwen2::{KvCache, Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
+use super::store::ModelRole;
 use super::weights::Checkpoint;
 use super::{read_json, ModelError};
 use crate::caption::FrameCaptioner;
@@ -44,6 +46,17 @@ pub enum Layout {
     Apple,
     /// The transformers port (`model_type: fast_vlm`).
     Transformers,
+}
+
+impl Layout {
+    /// The layout `config.json`'s `model_type` names, if it is a FastVLM's.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "llava_qwen2" => Some(Layout::Apple),
+            "fast_vlm" => Some(Layout::Transformers),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the model's files say about its architecture and input.
@@ -79,12 +92,12 @@ impl FastVlmConfig {
             problem,
         };
         let model_type = config.get("model_type").and_then(Value::as_str);
-        let (layout, text) = match model_type {
-            Some("llava_qwen2") => {
+        let (layout, text) = match model_type.and_then(Layout::from_model_type) {
+            Some(Layout::Apple) => {
                 check_apple_fields(&config).map_err(bad)?;
                 (Layout::Apple, Qwen2Config::from_json(&config, false, &path)?)
             }
-            Some("fast_vlm") => {
+            Some(Layout::Transformers) => {
                 let text = config
                     .get("text_config")
                     .ok_or_else(|| bad("`text_config` is missing".into()))?;
@@ -94,9 +107,9 @@ impl FastVlmConfig {
                     .unwrap_or(false);
                 (Layout::Transformers, Qwen2Config::from_json(text, tie, &path)?)
             }
-            other => {
+            None => {
                 return Err(bad(format!(
-                    "`model_type` is {other:?}; a FastVLM checkpoint has `llava_qwen2` (Apple) or `fast_vlm` (transformers)"
+                    "`model_type` is {model_type:?}; a FastVLM checkpoint has `llava_qwen2` (Apple) or `fast_vlm` (transformers)"
                 )))
             }
         };
@@ -480,8 +493,15 @@ impl FastVlm {
     /// Loading is strict: a missing or misshapen tensor, or one the architecture does not
     /// use, is an error naming it.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
+        let files = CheckpointFiles::find(dir, ModelRole::Captioner)?;
+        let CheckpointFiles::FastVlm {
+            weights, tokenizer, ..
+        } = &files
+        else {
+            return Err(files.not_a(ModelRole::Captioner, dir));
+        };
         let config = FastVlmConfig::from_dir(dir)?;
-        let checkpoint = Checkpoint::open_in(dir, "model.safetensors")?;
+        let checkpoint = Checkpoint::open(weights)?;
         let rename: Option<super::weights::Renamer> = match config.layout {
             Layout::Transformers => None,
             Layout::Apple => {
@@ -498,7 +518,7 @@ impl FastVlm {
             &config.text,
         )?;
         checkpoint.ensure_all_used(is_unused)?;
-        let tokenizer = Qwen2Tokenizer::from_dir(dir)?;
+        let tokenizer = Qwen2Tokenizer::load(tokenizer)?;
         if tokenizer.vocab_size() > config.text.vocab_size {
             return Err(ModelError::Config {
                 path: dir.join("config.json"),

@@ -13,25 +13,27 @@
 //! passed to the timm model as keyword arguments (reduced `layers` / `embed_dims`), as the
 //! fixture script does. Hub files do not have it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use serde_json::{Map, Value};
 
+use super::checkpoint::{self, CheckpointFiles};
 use super::clip_text::{TextConfig, TextTransformer};
 use super::clip_tokenizer::ClipTokenizer;
 use super::fastvit::{self, FastVit};
 use super::preprocess::{Interpolation, Normalization, Preprocess, ResizeMode};
+use super::store::ModelRole;
 use super::weights::Checkpoint;
 use super::ModelError;
 
 /// The configuration file of an open_clip checkpoint directory.
-pub const CONFIG_FILE: &str = "open_clip_config.json";
+pub const CONFIG_FILE: &str = checkpoint::OPEN_CLIP_CONFIG;
 /// The weights file of an open_clip checkpoint directory.
-pub const WEIGHTS_FILE: &str = "open_clip_model.safetensors";
+pub const WEIGHTS_FILE: &str = checkpoint::OPEN_CLIP_WEIGHTS;
 /// The tokenizer file of an open_clip checkpoint directory.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TOKENIZER_FILE: &str = checkpoint::TOKENIZER_JSON;
 
 /// Images per forward pass of the image tower in [`MobileClip::embed_images`].
 const IMAGE_BATCH: usize = 16;
@@ -373,17 +375,24 @@ impl MobileClip {
     /// Every tensor the configuration needs must be in the file with its shape, and every
     /// tensor in the file must be used: errors name the file, the tensor and the shapes.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let config = read_config(&dir.join(CONFIG_FILE))?;
-        let weights: PathBuf = dir.join(WEIGHTS_FILE);
-        let checkpoint = Checkpoint::open(&[weights])?;
+        let files = CheckpointFiles::find(dir, ModelRole::Embedder)?;
+        let CheckpointFiles::OpenClip {
+            config: config_file,
+            weights,
+            tokenizer: tokenizer_file,
+        } = &files
+        else {
+            return Err(files.not_a(ModelRole::Embedder, dir));
+        };
+        let config = read_config(config_file)?;
+        let checkpoint = Checkpoint::open(std::slice::from_ref(weights))?;
         let vb = checkpoint.var_builder(DType::F32, device, None);
         let image_tower = FastVit::load(vb.pp("visual").pp("trunk"), &config.vision)?;
         let text_tower = TextTransformer::load(vb.pp("text"), &config.text)?;
         checkpoint.ensure_all_used(|name| {
             fastvit::is_unused_buffer(name) || name == "logit_scale" || name == "logit_bias"
         })?;
-        let tokenizer =
-            ClipTokenizer::from_file(&dir.join(TOKENIZER_FILE), config.text.context_length)?;
+        let tokenizer = ClipTokenizer::from_file(tokenizer_file, config.text.context_length)?;
         Ok(Self {
             config,
             image_tower,

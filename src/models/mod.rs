@@ -3,6 +3,7 @@
 //! One file per model family; shared building blocks live once. Every model loads through
 //! [`weights::Checkpoint`], which refuses files that do not match the architecture.
 
+pub mod checkpoint;
 pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod fastvit;
@@ -90,6 +91,36 @@ pub enum ModelError {
         path: PathBuf,
         /// What is wrong with it.
         problem: String,
+    },
+    /// A checkpoint directory lacks files its layout needs.
+    #[error("{}: missing {} (the files of {layout})", dir.display(), files.join(", "))]
+    MissingFiles {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing, alternatives written `a or b + c`.
+        files: Vec<String>,
+        /// The layout whose files were expected.
+        layout: String,
+    },
+    /// A checkpoint directory holds another kind of model than the one asked for.
+    #[error("{}: {found}, not {wanted}", dir.display())]
+    WrongModel {
+        /// The directory.
+        dir: PathBuf,
+        /// What it holds.
+        found: String,
+        /// What was asked for.
+        wanted: String,
+    },
+    /// A tensor holds NaN or infinite values: the weights are damaged.
+    #[error("{}: tensor `{name}` holds {count} NaN or infinite values", path.display())]
+    NonFinite {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        name: String,
+        /// How many of its values are not finite.
+        count: usize,
     },
     /// A tensor operation failed (loading or running); wrapped loader errors keep their
     /// message, backtraces are left out.

@@ -15,6 +15,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
+use super::checkpoint::TokenizerFiles;
 use super::{read_json, ModelError};
 
 /// Qwen2's pre-tokenisation pattern: contractions, letter runs with one leading non-letter,
@@ -47,17 +48,21 @@ impl std::fmt::Debug for Qwen2Tokenizer {
 }
 
 impl Qwen2Tokenizer {
-    /// Reads the tokenizer of a checkpoint directory (`tokenizer.json`, or `vocab.json` +
-    /// `merges.txt` + added tokens).
-    pub fn from_dir(dir: &Path) -> Result<Self, ModelError> {
-        let json = dir.join("tokenizer.json");
-        let tokenizer = if json.exists() {
-            Tokenizer::from_file(&json).map_err(|error| ModelError::BadFile {
-                path: json.clone(),
-                problem: format!("not a readable tokenizer ({error})"),
-            })?
-        } else {
-            from_vocab_and_merges(dir)?
+    /// Reads a checkpoint's tokenizer from the files its layout provides (see
+    /// [`CheckpointFiles`](super::checkpoint::CheckpointFiles)): `tokenizer.json`, or
+    /// `vocab.json` + `merges.txt` with the added tokens listed beside them.
+    pub fn load(files: &TokenizerFiles) -> Result<Self, ModelError> {
+        let (tokenizer, path) = match files {
+            TokenizerFiles::Json(json) => (
+                Tokenizer::from_file(json).map_err(|error| ModelError::BadFile {
+                    path: json.clone(),
+                    problem: format!("not a readable tokenizer ({error})"),
+                })?,
+                json,
+            ),
+            TokenizerFiles::VocabAndMerges { vocab, merges } => {
+                (from_vocab_and_merges(vocab, merges)?, vocab)
+            }
         };
         let stop_ids: Vec<u32> = [IM_END, END_OF_TEXT]
             .iter()
@@ -65,7 +70,7 @@ impl Qwen2Tokenizer {
             .collect();
         if tokenizer.token_to_id(IM_END).is_none() {
             return Err(ModelError::BadFile {
-                path: dir.to_path_buf(),
+                path: path.clone(),
                 problem: format!("the tokenizer has no `{IM_END}` token"),
             });
         }
@@ -124,24 +129,11 @@ fn tokenizer_error(input: &str, error: &(dyn std::error::Error + Send + Sync)) -
 
 /// The tokenizer of Apple's layout: BPE from `vocab.json` + `merges.txt`, Qwen2's text
 /// processing, and the added tokens at the ids the configuration gives them.
-fn from_vocab_and_merges(dir: &Path) -> Result<Tokenizer, ModelError> {
-    let vocab = dir.join("vocab.json");
-    let merges = dir.join("merges.txt");
-    for file in [&vocab, &merges] {
-        if !file.exists() {
-            return Err(ModelError::Io {
-                path: file.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no such file (and no tokenizer.json beside it)",
-                ),
-            });
-        }
-    }
+fn from_vocab_and_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer, ModelError> {
     let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()
         .map_err(|error| ModelError::BadFile {
-            path: vocab.clone(),
+            path: vocab.to_path_buf(),
             problem: format!("cannot build the BPE model with merges.txt ({error})"),
         })?;
     let split = Split::new(
@@ -150,12 +142,12 @@ fn from_vocab_and_merges(dir: &Path) -> Result<Tokenizer, ModelError> {
         false,
     )
     .map_err(|error| ModelError::BadFile {
-        path: vocab.clone(),
+        path: vocab.to_path_buf(),
         problem: format!("the pre-tokenizer pattern does not compile ({error})"),
     })?;
     let byte_level = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, false, false);
     let assembly_error = |error: tokenizers::Error| ModelError::BadFile {
-        path: vocab.clone(),
+        path: vocab.to_path_buf(),
         problem: format!("cannot assemble the tokenizer ({error})"),
     };
     let mut tokenizer = Tokenizer::new(bpe);
@@ -164,7 +156,7 @@ fn from_vocab_and_merges(dir: &Path) -> Result<Tokenizer, ModelError> {
         .map_err(assembly_error)?
         .with_pre_tokenizer(Some(Sequence::new(vec![split.into(), byte_level.into()])))
         .with_decoder(Some(ByteLevel::new(false, false, false)));
-    let mut added = added_tokens(dir)?;
+    let mut added = added_tokens(vocab.parent().unwrap_or(Path::new(".")))?;
     added.sort_by_key(|token| token.id);
     for token in added {
         let content = AddedToken::from(token.content.clone(), token.special).normalized(false);
@@ -268,11 +260,18 @@ mod tests {
     }
 
     #[test]
-    fn missing_files_are_named() {
+    fn a_vocabulary_without_its_merges_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let error = Qwen2Tokenizer::from_dir(dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("vocab.json"), "{error}");
+        let vocab = dir.path().join("vocab.json");
+        std::fs::write(&vocab, r#"{"a": 0}"#).unwrap();
+        let files = TokenizerFiles::VocabAndMerges {
+            vocab: vocab.clone(),
+            merges: dir.path().join("merges.txt"),
+        };
+        let error = Qwen2Tokenizer::load(&files).unwrap_err().to_string();
+        assert!(
+            error.contains("vocab.json") && error.contains("merges.txt"),
+            "{error}"
+        );
     }
 }

@@ -5,15 +5,27 @@
 //! local Hugging Face cache; a download (unless offline). When the Hub cannot be reached and
 //! the weights are absent, the error gives the command that fetches them on a connected
 //! machine and the flag that points at a local copy.
+//!
+//! Whatever the origin, a directory is accepted by the one rule of
+//! [`CheckpointFiles`](super::checkpoint::CheckpointFiles), from the layout the directory
+//! declares; a manifest's file list says only what to download.
+//!
+//! A model is identified by the SHA-256 of its weights ([`weights_sha256`]), recorded in
+//! analysis documents so that embeddings of different models are never compared.
 
 use std::fmt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use super::checkpoint::{self, CheckpointFiles};
+use super::ModelError;
 
 /// The manifests shipped in `models/`, compiled into the binary.
 const MANIFEST_SOURCES: [(&str, &str); 7] = [
@@ -95,11 +107,11 @@ pub struct Manifest {
     pub repo: String,
     /// Branch, tag or commit of the repository.
     pub revision: String,
-    /// Files the model needs. A `*.safetensors.index.json` file also brings the shards it
-    /// lists.
+    /// Files to download. A `*.safetensors.index.json` file also brings the shards it
+    /// lists. (What a directory must hold is decided by its layout, not by this list.)
     pub files: Vec<String>,
-    /// Files used when present (e.g. `tokenizer.json` where `vocab.json` + `merges.txt`
-    /// also work).
+    /// Files downloaded when the repository has them (e.g. `tokenizer.json` where
+    /// `vocab.json` + `merges.txt` also work).
     #[serde(default)]
     pub optional_files: Vec<String>,
 }
@@ -179,6 +191,11 @@ pub struct LocatedModel {
     pub dir: PathBuf,
     /// Where it came from, for the analysis document: a Hub repository or a directory.
     pub source: String,
+    /// The Hub commit of the cache snapshot it was found in; `None` for a directory named
+    /// by the user.
+    pub revision: Option<String>,
+    /// The files its layout needs, found.
+    pub files: CheckpointFiles,
 }
 
 /// What can go wrong finding model weights.
@@ -220,6 +237,10 @@ pub enum StoreError {
         /// The flag that points at a local copy.
         flag: String,
     },
+    /// A directory holds another kind of model, or its files cannot be read (boxed: the
+    /// other variants are what this error usually is).
+    #[error(transparent)]
+    Checkpoint(Box<ModelError>),
     /// A download started but failed.
     #[error("{name}: downloading {file} from {repo} failed: {reason}")]
     Download {
@@ -234,39 +255,98 @@ pub enum StoreError {
     },
 }
 
-/// Checks that `dir` holds the files `manifest` lists (shards included) and returns it.
-pub fn use_directory(manifest: &Manifest, dir: &Path) -> Result<LocatedModel, StoreError> {
-    let missing: Vec<String> = required_files(manifest, dir)
-        .into_iter()
-        .filter(|file| !dir.join(file).is_file())
-        .collect();
-    if !missing.is_empty() {
-        return Err(StoreError::MissingFiles {
-            dir: dir.to_path_buf(),
-            files: missing,
-            repo: manifest.repo.clone(),
-        });
+impl From<ModelError> for StoreError {
+    fn from(error: ModelError) -> Self {
+        StoreError::Checkpoint(Box::new(error))
     }
+}
+
+/// Checks that `dir` holds the files its layout needs, for a model of `manifest`'s role,
+/// and returns it. A missing file is named with the repository whose files are expected.
+pub fn use_directory(manifest: &Manifest, dir: &Path) -> Result<LocatedModel, StoreError> {
+    let files = checked_files(manifest, dir).map_err(|error| match error {
+        ModelError::MissingFiles { dir, files, .. } => StoreError::MissingFiles {
+            dir,
+            files,
+            repo: manifest.repo.clone(),
+        },
+        other => other.into(),
+    })?;
+    // Recorded as an absolute path, so that a later run finds it from any directory.
+    let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     Ok(LocatedModel {
         name: manifest.name.clone(),
         dir: dir.to_path_buf(),
-        source: dir.display().to_string(),
+        source: absolute.display().to_string(),
+        revision: None,
+        files,
     })
 }
 
-/// The model's directory in the local Hugging Face cache, if every needed file is there.
+/// The model's directory in the local Hugging Face cache, if it holds what the model's
+/// layout needs.
 pub fn find_in_cache(manifest: &Manifest, settings: &HubSettings) -> Option<LocatedModel> {
     let cache = Cache::new(settings.cache_dir.clone()).repo(manifest.hub_repo());
     let first = cache.get(manifest.files.first()?)?;
     let dir = first.parent()?.to_path_buf();
-    let complete = required_files(manifest, &dir)
-        .iter()
-        .all(|file| cache.get(file).is_some());
-    complete.then(|| LocatedModel {
+    let files = checked_files(manifest, &dir).ok()?;
+    Some(LocatedModel {
         name: manifest.name.clone(),
+        source: hub_source(manifest),
+        revision: snapshot_commit(&dir),
         dir,
-        source: format!("hf://{}@{}", manifest.repo, manifest.revision),
+        files,
     })
+}
+
+/// The snapshot of the model's repository at `commit` in the local Hugging Face cache, if
+/// it holds what the model's layout needs: the exact files an earlier run read, whatever
+/// the manifest's revision points at now.
+pub fn find_snapshot(
+    manifest: &Manifest,
+    commit: &str,
+    settings: &HubSettings,
+) -> Option<LocatedModel> {
+    let dir = settings
+        .cache_dir
+        .join(Repo::model(manifest.repo.clone()).folder_name())
+        .join("snapshots")
+        .join(commit);
+    let files = checked_files(manifest, &dir).ok()?;
+    Some(LocatedModel {
+        name: manifest.name.clone(),
+        source: hub_source(manifest),
+        revision: Some(commit.to_string()),
+        dir,
+        files,
+    })
+}
+
+/// How a model from the Hub is recorded as a source: `hf://REPO@REVISION`.
+pub fn hub_source(manifest: &Manifest) -> String {
+    format!("hf://{}@{}", manifest.repo, manifest.revision)
+}
+
+/// The manifest of the Hub model a recorded source (`hf://REPO@REVISION`) names.
+pub fn manifest_of_source(source: &str) -> Option<&'static Manifest> {
+    let repo = source.strip_prefix("hf://")?.split('@').next()?;
+    manifests().iter().find(|manifest| manifest.repo == repo)
+}
+
+/// The files of the checkpoint in `dir`, refused when it holds a model of another role.
+fn checked_files(manifest: &Manifest, dir: &Path) -> Result<CheckpointFiles, ModelError> {
+    let files = CheckpointFiles::find(dir, manifest.role)?;
+    if files.layout().role() != manifest.role {
+        return Err(files.not_a(manifest.role, dir));
+    }
+    Ok(files)
+}
+
+/// The commit of a Hugging Face cache snapshot directory (`.../snapshots/COMMIT`).
+fn snapshot_commit(dir: &Path) -> Option<String> {
+    let in_snapshots = dir.parent()?.file_name()? == "snapshots";
+    let commit = dir.file_name()?.to_str()?;
+    in_snapshots.then(|| commit.to_string())
 }
 
 /// Downloads the model's files into the Hugging Face cache (files already there are kept)
@@ -306,8 +386,10 @@ pub fn fetch(manifest: &Manifest, settings: &HubSettings) -> Result<LocatedModel
     for file in &manifest.files {
         let path = download(file)?;
         dir.get_or_insert_with(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
-        for shard in shards_listed_by(&path) {
-            download(&shard)?;
+        if file.ends_with(".safetensors.index.json") {
+            for shard in checkpoint::shards_listed_by(&path)? {
+                download(&shard)?;
+            }
         }
     }
     for file in &manifest.optional_files {
@@ -317,8 +399,10 @@ pub fn fetch(manifest: &Manifest, settings: &HubSettings) -> Result<LocatedModel
     let dir = dir.expect("every manifest lists at least one file");
     Ok(LocatedModel {
         name: manifest.name.clone(),
+        source: hub_source(manifest),
+        revision: snapshot_commit(&dir),
+        files: checked_files(manifest, &dir)?,
         dir,
-        source: format!("hf://{}@{}", manifest.repo, manifest.revision),
     })
 }
 
@@ -342,38 +426,108 @@ fn is_transport(error: &ureq::Error) -> bool {
     matches!(error, ureq::Error::Transport(_))
 }
 
-/// The manifest's required files in `dir`, with the shards that an index file lists.
-fn required_files(manifest: &Manifest, dir: &Path) -> Vec<String> {
-    let mut files = manifest.files.clone();
-    for file in &manifest.files {
-        files.extend(shards_listed_by(&dir.join(file)));
+/// The SHA-256 identity of a model's weights, hex: for one file, its SHA-256 (what
+/// `sha256sum` prints, and the name of the Hub's blob); for shards, the SHA-256 of their
+/// `NAME SHA256` lines in order.
+///
+/// Hashing a 1–2 GB file takes seconds, so each file's hash is kept in `memo_dir` (when
+/// given and writable), keyed by the file's canonical path, and reused while the file's
+/// size, inode, device, modification time and change time are those it was hashed at:
+/// any rewrite or replacement of the file changes its change time, so a kept hash is
+/// never one of other bytes. As git does with its index, a hash is not reused when the
+/// file had changed less than [`RACY_WINDOW_NS`] before it was hashed, since a second
+/// change inside one tick of the file system's clock would leave the times as they were.
+pub fn weights_sha256(files: &[PathBuf], memo_dir: Option<&Path>) -> Result<String, ModelError> {
+    let hashes = files
+        .iter()
+        .map(|file| {
+            memoized_sha256(file, memo_dir).map_err(|source| ModelError::Io {
+                path: file.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<String>, ModelError>>()?;
+    match (files, hashes.as_slice()) {
+        ([_], [hash]) => Ok(hash.clone()),
+        _ => {
+            let mut hasher = Sha256::new();
+            for (file, hash) in files.iter().zip(&hashes) {
+                let name = file.file_name().unwrap_or_default().to_string_lossy();
+                hasher.update(format!("{name} {hash}\n").as_bytes());
+            }
+            Ok(format!("{:x}", hasher.finalize()))
+        }
     }
-    files
 }
 
-/// The shard files named in a `*.safetensors.index.json` file (empty for other files or
-/// when the index cannot be read).
-pub fn shards_listed_by(path: &Path) -> Vec<String> {
-    if !path.to_string_lossy().ends_with(".safetensors.index.json") {
-        return Vec::new();
+/// How long before its hashing a file must have last changed for the hash to be reused:
+/// longer than any file system's timestamp granularity (FAT's is 2 s).
+pub const RACY_WINDOW_NS: i128 = 3_000_000_000;
+
+/// A file's state: what changes whenever its bytes do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FileState {
+    path: PathBuf,
+    len: u64,
+    inode: u64,
+    device: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+/// A file's hash as kept in the memo, with the file's state it was computed at.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptHash {
+    state: FileState,
+    hashed_at_ns: i128,
+    sha256: String,
+}
+
+/// The SHA-256 of `path`'s bytes, from the memo when it is still valid.
+fn memoized_sha256(path: &Path, memo_dir: Option<&Path>) -> std::io::Result<String> {
+    let path = std::fs::canonicalize(path)?;
+    let metadata = std::fs::metadata(&path)?;
+    let nanoseconds =
+        |seconds: i64, fraction: i64| i128::from(seconds) * 1_000_000_000 + i128::from(fraction);
+    let state = FileState {
+        path: path.clone(),
+        len: metadata.len(),
+        inode: metadata.ino(),
+        device: metadata.dev(),
+        modified_ns: nanoseconds(metadata.mtime(), metadata.mtime_nsec()),
+        changed_ns: nanoseconds(metadata.ctime(), metadata.ctime_nsec()),
+    };
+    let memo = memo_dir.map(|dir| {
+        let key = Sha256::digest(path.as_os_str().as_encoded_bytes());
+        dir.join(format!("{key:x}.json"))
+    });
+    if let Some(kept) = memo
+        .as_ref()
+        .and_then(|memo| std::fs::read(memo).ok())
+        .and_then(|bytes| serde_json::from_slice::<KeptHash>(&bytes).ok())
+    {
+        if kept.state == state && kept.state.changed_ns + RACY_WINDOW_NS < kept.hashed_at_ns {
+            return Ok(kept.sha256);
+        }
     }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let Ok(index) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Vec::new();
-    };
-    let mut shards: Vec<String> = index["weight_map"]
-        .as_object()
-        .map(|map| {
-            map.values()
-                .filter_map(|file| file.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    shards.sort();
-    shards.dedup();
-    shards
+    let sha256 = crate::cache::file_sha256(&path)?;
+    if let Some(memo) = memo {
+        let hashed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_nanos() as i128)
+            .unwrap_or_default();
+        let kept = KeptHash {
+            state,
+            hashed_at_ns: hashed_at,
+            sha256: sha256.clone(),
+        };
+        // A memo that cannot be written only costs the next load the hashing again.
+        let _ = std::fs::create_dir_all(memo_dir.unwrap_or(Path::new("."))).and_then(|()| {
+            let json = serde_json::to_vec(&kept).map_err(std::io::Error::other)?;
+            crate::atomic::write(&memo, &json)
+        });
+    }
+    Ok(sha256)
 }
 
 #[cfg(test)]
@@ -429,6 +583,7 @@ mod tests {
         let found = resolve(manifest, None, &settings(cache.path())).unwrap();
         assert_eq!(found.dir, snapshot);
         assert_eq!(found.source, "hf://timm/MobileCLIP2-S0-OpenCLIP@main");
+        assert_eq!(found.revision.as_deref(), Some("0123abcd"));
     }
 
     #[test]
@@ -461,7 +616,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            shards_listed_by(&index),
+            checkpoint::shards_listed_by(&index).unwrap(),
             vec![
                 "model-00001-of-00002.safetensors",
                 "model-00002-of-00002.safetensors"
@@ -473,5 +628,94 @@ mod tests {
             error.contains("model-00002-of-00002.safetensors"),
             "{error}"
         );
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn a_transformers_fastvlm_with_only_tokenizer_json_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(fixture("fastvlm-tiny-hf")).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if name != "vocab.json" && name != "merges.txt" {
+                std::fs::copy(entry.path(), dir.path().join(name)).unwrap();
+            }
+        }
+        for name in ["FastVLM-0.5B", "FastVLM-7B"] {
+            let located = use_directory(manifest(name).unwrap(), dir.path()).unwrap();
+            assert_eq!(located.revision, None);
+            assert_eq!(
+                located.files.weights(),
+                [dir.path().join("model.safetensors")]
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_of_another_role_is_refused() {
+        let error = use_directory(
+            manifest("MobileCLIP2-S0").unwrap(),
+            &fixture("fastvlm-tiny-apple"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("Apple's FastVLM checkpoint") && error.contains("not an embedder"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn weights_hashes_are_kept_while_the_file_is_unchanged() {
+        let memo = tempfile::tempdir().unwrap();
+        // A file last changed long before it is hashed: its kept hash is reused, as a
+        // doctored memo shows.
+        let settled = [fixture("mobileclip-s0-tiny").join("open_clip_model.safetensors")];
+        let true_hash = crate::cache::file_sha256(&settled[0]).unwrap();
+        assert_eq!(
+            weights_sha256(&settled, Some(memo.path())).unwrap(),
+            true_hash
+        );
+        let kept = std::fs::read_dir(memo.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = std::fs::read_to_string(&kept).unwrap();
+        std::fs::write(&kept, text.replace(&true_hash, &"f".repeat(64))).unwrap();
+        assert_eq!(
+            weights_sha256(&settled, Some(memo.path())).unwrap(),
+            "f".repeat(64)
+        );
+        assert_eq!(weights_sha256(&settled, None).unwrap(), true_hash);
+
+        // A file changed just now: hashed every time, so a rewrite inside one clock tick
+        // is never missed.
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("model.safetensors");
+        std::fs::write(&weights, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let files = [weights.clone()];
+        assert_eq!(weights_sha256(&files, Some(memo.path())).unwrap(), abc);
+        std::fs::write(&weights, b"abd").unwrap();
+        let abd = crate::cache::file_sha256(&weights).unwrap();
+        assert_ne!(abd, abc);
+        assert_eq!(weights_sha256(&files, Some(memo.path())).unwrap(), abd);
+
+        // Shards: the hash of their names and hashes, which changes with either.
+        let second = dir.path().join("model-2.safetensors");
+        std::fs::write(&second, b"abc").unwrap();
+        let both = [weights, second.clone()];
+        let sharded = weights_sha256(&both, Some(memo.path())).unwrap();
+        assert_eq!(sharded.len(), 64);
+        assert_ne!(sharded, abd);
+        std::fs::write(&second, b"xyz").unwrap();
+        assert_ne!(weights_sha256(&both, Some(memo.path())).unwrap(), sharded);
     }
 }

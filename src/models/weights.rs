@@ -84,28 +84,6 @@ impl Checkpoint {
         }))
     }
 
-    /// Opens the weights stored in `dir` as `file` (e.g. `model.safetensors`), or as the
-    /// shards that `file.index.json` lists when the checkpoint is sharded.
-    pub fn open_in(dir: &Path, file: &str) -> Result<Arc<Self>, ModelError> {
-        let single = dir.join(file);
-        if single.exists() {
-            return Self::open(&[single]);
-        }
-        let index = dir.join(format!("{file}.index.json"));
-        let shards = super::store::shards_listed_by(&index);
-        if shards.is_empty() {
-            return Err(ModelError::Io {
-                path: single,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("no such file (nor a readable {file}.index.json)"),
-                ),
-            });
-        }
-        let files: Vec<PathBuf> = shards.iter().map(|shard| dir.join(shard)).collect();
-        Self::open(&files)
-    }
-
     /// The file (or first shard) this checkpoint was read from, for messages.
     pub fn path(&self) -> &Path {
         self.files
@@ -192,6 +170,35 @@ impl Checkpoint {
             rename,
         };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+    }
+
+    /// Fails on the first floating-point tensor (in name order) holding a NaN or an
+    /// infinity, naming it: damaged weights load with the right shapes and then produce
+    /// garbage. Reads every tensor once, one at a time.
+    pub fn ensure_finite(&self) -> Result<(), ModelError> {
+        for (name, stored) in &self.tensors {
+            let floating = parse_dtype(&stored.dtype).is_some_and(|dtype| dtype.is_float());
+            if !floating {
+                continue;
+            }
+            let values: Vec<f32> = self
+                .load(name, DType::F32, &Device::Cpu)?
+                .flatten_all()
+                .and_then(|flat| flat.to_vec1())
+                .map_err(|error| ModelError::BadFile {
+                    path: self.files[stored.file].clone(),
+                    problem: format!("tensor `{name}` cannot be read ({})", root_message(&error)),
+                })?;
+            let count = values.iter().filter(|value| !value.is_finite()).count();
+            if count > 0 {
+                return Err(ModelError::NonFinite {
+                    path: self.files[stored.file].clone(),
+                    name: name.clone(),
+                    count,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Fails if a stored tensor was never read and `ignored` does not accept its name.
@@ -463,38 +470,50 @@ mod tests {
     }
 
     #[test]
-    fn sharded_checkpoints_open_through_their_index() {
+    fn sharded_checkpoints_open_as_one() {
         let dir = tempfile::tempdir().unwrap();
         let first = write_checkpoint(dir.path());
-        std::fs::rename(&first, dir.path().join("model-00001-of-00002.safetensors")).unwrap();
+        let second = dir.path().join("model-00002-of-00002.safetensors");
         let tensors: HashMap<String, Tensor> = [(
             "b.weight".to_string(),
             Tensor::ones(4, DType::F32, &Device::Cpu).unwrap(),
         )]
         .into_iter()
         .collect();
-        candle_core::safetensors::save(
-            &tensors,
-            dir.path().join("model-00002-of-00002.safetensors"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("model.safetensors.index.json"),
-            r#"{"weight_map": {"a.weight": "model-00001-of-00002.safetensors",
-                "a.bias": "model-00001-of-00002.safetensors",
-                "head.proj": "model-00001-of-00002.safetensors",
-                "b.weight": "model-00002-of-00002.safetensors"}}"#,
-        )
-        .unwrap();
-        let checkpoint = Checkpoint::open_in(dir.path(), "model.safetensors").unwrap();
+        candle_core::safetensors::save(&tensors, &second).unwrap();
+        let checkpoint = Checkpoint::open(&[first, second]).unwrap();
         assert_eq!(checkpoint.names().count(), 4);
-        let missing = Checkpoint::open_in(dir.path(), "other.safetensors")
-            .err()
+        assert_eq!(checkpoint.shape_of("b.weight"), Some(vec![4]));
+    }
+
+    #[test]
+    fn a_tensor_with_nan_or_infinity_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_checkpoint(dir.path());
+        Checkpoint::open(std::slice::from_ref(&path))
+            .unwrap()
+            .ensure_finite()
             .unwrap();
-        assert!(
-            missing.to_string().contains("other.safetensors"),
-            "{missing}"
-        );
+        for (dtype, bad) in [(DType::F32, f32::NAN), (DType::BF16, f32::INFINITY)] {
+            let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let damaged = Tensor::from_slice(&[0.5, bad, 1.0, bad, 0.0, 2.0], (2, 3), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            tensors.insert("a.weight".into(), damaged);
+            // An integer tensor is not checked.
+            tensors.insert("steps".into(), Tensor::new(&[7i64], &Device::Cpu).unwrap());
+            candle_core::safetensors::save(&tensors, &path).unwrap();
+            let error = Checkpoint::open(std::slice::from_ref(&path))
+                .unwrap()
+                .ensure_finite()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("`a.weight`") && error.contains("2 NaN or infinite"),
+                "{dtype:?}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -293,10 +293,14 @@ pub(crate) mod tests {
                 embedder: ModelRecord {
                     name: "MobileCLIP2-S0".into(),
                     source: "timm/MobileCLIP2-S0-OpenCLIP".into(),
+                    revision: None,
+                    weights_sha256: None,
                 },
                 captioner: Some(ModelRecord {
                     name: "FastVLM-0.5B".into(),
                     source: "apple/FastVLM-0.5B".into(),
+                    revision: None,
+                    weights_sha256: None,
                 }),
             },
             pipeline: serde_json::json!({}),

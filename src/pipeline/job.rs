@@ -9,12 +9,14 @@ use super::{
     analyse, AnalysisJob, AnalysisOutput, Models, PipelineConfig, PipelineError, Progress,
     RunEvent, StopSignal,
 };
-use crate::analysis::{Analysis, EmbeddingsRecord, FrameEmbeddings};
+use crate::analysis::{Analysis, FrameEmbeddings, ModelRecord, ModelSource};
 use crate::cache::{file_sha256, AnalysisCache};
 use crate::caption::FrameCaptioner;
+use crate::models::checkpoint::CheckpointFiles;
 use crate::models::fastvlm::{FastVlm, FastVlmCaptioner, GenerationSettings};
 use crate::models::mobileclip::MobileClip;
 use crate::models::store::{self, HubSettings, LocatedModel, ModelRole};
+use crate::models::weights::Checkpoint;
 use crate::summary::Generate;
 
 /// Model directories given on the command line; they win over the pipeline file.
@@ -47,25 +49,145 @@ pub fn locate_captioner(
     Ok(store::resolve(manifest, dir, &HubSettings::from_env())?)
 }
 
-/// Loads the pipeline's embedder; returns it with where it came from.
+/// Loads the pipeline's embedder; returns it with where it came from and which weights it
+/// has.
 pub fn load_embedder(
     config: &PipelineConfig,
     dirs: &ModelDirs,
-) -> Result<(MobileClip, String), PipelineError> {
+) -> Result<(MobileClip, ModelSource), PipelineError> {
     let located = locate_embedder(config, dirs)?;
     let model = MobileClip::load(&located.dir, &Device::Cpu)?;
-    Ok((model, located.source))
+    Ok((model, model_source(&located)?))
 }
 
 /// Loads the pipeline's captioner with its prompt and decoding settings; returns it with
-/// where it came from.
+/// where it came from and which weights it has.
 pub fn load_captioner(
     config: &PipelineConfig,
     dirs: &ModelDirs,
-) -> Result<(FastVlmCaptioner, String), PipelineError> {
+) -> Result<(FastVlmCaptioner, ModelSource), PipelineError> {
     let located = locate_captioner(config, dirs)?;
     let captioner = FastVlmCaptioner::from_settings(&located.dir, &config.caption)?;
-    Ok((captioner, located.source))
+    Ok((captioner, model_source(&located)?))
+}
+
+/// What a document records about a located model: where it came from, the Hub commit, and
+/// the SHA-256 of its weights (kept between runs in the cache, see
+/// [`store::weights_sha256`]).
+fn model_source(located: &LocatedModel) -> Result<ModelSource, PipelineError> {
+    let memo = AnalysisCache::from_env().dir().join("weights-sha256");
+    Ok(ModelSource {
+        location: located.source.clone(),
+        revision: located.revision.clone(),
+        weights_sha256: Some(store::weights_sha256(located.files.weights(), Some(&memo))?),
+    })
+}
+
+/// Loads the embedder that embeds a query against `analyses` (documents with their paths):
+/// the `--embedder` directory when given, else the model the first analysis records (the
+/// directory it was loaded from while that still holds the same weights, else its Hub
+/// cache snapshot, else the Hub). Refused, naming both models, when an analysis records
+/// another model than the one that would embed the query.
+pub fn load_recorded_embedder(
+    analyses: &[(PathBuf, Analysis)],
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> Result<MobileClip, PipelineError> {
+    let (model, used) = match (analyses.first(), &dirs.embedder) {
+        (Some((document, analysis)), None) => {
+            recorded_embedder(document, &analysis.models.embedder, config)?
+        }
+        _ => {
+            let (model, source) = load_embedder(config, dirs)?;
+            let record = source.record(model.name());
+            (model, record)
+        }
+    };
+    for (document, analysis) in analyses {
+        let recorded = &analysis.models.embedder;
+        if !recorded.same_model(&used) {
+            return Err(PipelineError::EmbedderMismatch {
+                document: document.clone(),
+                recorded: recorded.to_string(),
+                used: used.to_string(),
+            });
+        }
+    }
+    Ok(model)
+}
+
+/// The embedder `recorded` in `document`, found where it was loaded from or in the Hub's
+/// cache, with the record of what was found.
+fn recorded_embedder(
+    document: &Path,
+    recorded: &ModelRecord,
+    config: &PipelineConfig,
+) -> Result<(MobileClip, ModelRecord), PipelineError> {
+    let settings = HubSettings::from_env();
+    let from_hub = store::manifest_of_source(&recorded.source);
+    let hub_manifest = from_hub.or_else(|| {
+        store::manifest(&recorded.name)
+            .ok()
+            .filter(|manifest| manifest.role == ModelRole::Embedder)
+    });
+    let mut tried = Vec::new();
+    let local = Path::new(&recorded.source);
+    if from_hub.is_none() && local.is_dir() {
+        // Only the repository named in a message depends on the manifest here.
+        let manifest = match hub_manifest {
+            Some(manifest) => manifest,
+            None => store::manifest(&config.embed.model)?,
+        };
+        match store::use_directory(manifest, local) {
+            Ok(located) => match matching_embedder(&located, recorded)? {
+                Ok(found) => return Ok(found),
+                Err(other) => tried.push(format!("{} now holds {other}", local.display())),
+            },
+            Err(error) => tried.push(error.to_string()),
+        }
+    }
+    if let Some(manifest) = hub_manifest {
+        let snapshot = recorded
+            .revision
+            .as_deref()
+            .and_then(|commit| store::find_snapshot(manifest, commit, &settings));
+        let located = match snapshot {
+            Some(located) => Ok(located),
+            None => store::resolve(manifest, None, &settings),
+        };
+        match located {
+            Ok(located) => match matching_embedder(&located, recorded)? {
+                Ok(found) => return Ok(found),
+                Err(other) => tried.push(format!("the Hub's {} is {other}", manifest.name)),
+            },
+            Err(error) => tried.push(error.to_string()),
+        }
+    }
+    Err(PipelineError::RecordedEmbedderMissing {
+        document: document.to_path_buf(),
+        recorded: recorded.to_string(),
+        reason: if tried.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", tried.join("; "))
+        },
+    })
+}
+
+/// The located embedder, loaded, when it is the `recorded` model; else the record of the
+/// other model it is.
+fn matching_embedder(
+    located: &LocatedModel,
+    recorded: &ModelRecord,
+) -> Result<Result<(MobileClip, ModelRecord), ModelRecord>, PipelineError> {
+    let source = model_source(located)?;
+    let model = MobileClip::load(&located.dir, &Device::Cpu)?;
+    let found = source.record(model.name());
+    Ok(if recorded.same_model(&found) {
+        Ok((model, found))
+    } else {
+        Err(found)
+    })
 }
 
 /// Loads the captioner's language model as the summary writer: text-only chat turns,
@@ -87,54 +209,36 @@ pub fn load_summarizer(
 }
 
 /// Loads a checkpoint directory strictly (every tensor present with the shape the
-/// architecture expects, none left over) and describes it in a few words.
+/// architecture expects, none left over, every weight a finite number) and describes it
+/// in a few words.
 pub fn verify_model(role: ModelRole, dir: &Path) -> Result<String, PipelineError> {
-    match role {
+    let description = match role {
         ModelRole::Embedder => {
             let model = MobileClip::load(dir, &Device::Cpu)?;
-            Ok(format!("{}, {}-d embeddings", model.name(), model.dim()))
+            format!("{}, {}-d embeddings", model.name(), model.dim())
         }
-        ModelRole::Captioner => {
-            let model = FastVlm::load(dir, DType::F32, &Device::Cpu)?;
-            Ok(model.name())
-        }
-    }
+        ModelRole::Captioner => FastVlm::load(dir, DType::F32, &Device::Cpu)?.name(),
+    };
+    let files = CheckpointFiles::find(dir, role)?;
+    Checkpoint::open(files.weights())?.ensure_finite()?;
+    Ok(description)
 }
 
-/// Where a document's embeddings sidecar goes: beside it, `NAME.embeddings.safetensors` for
-/// a document `NAME.json`.
-pub fn sidecar_path(document: &Path) -> PathBuf {
-    let stem = document
-        .file_stem()
-        .map(|stem| stem.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "analysis".to_string());
-    document.with_file_name(format!("{stem}.embeddings.safetensors"))
-}
-
-/// Writes the sidecar, then the document that points at it (both atomically), so a stored
-/// document never references a missing or partial sidecar.
+/// Writes the document at `document` with `frames` as its embeddings sidecar, creating its
+/// directory: a reader always finds the two as a matching pair (see
+/// [`Analysis::save_with_frames`]).
 pub fn store_analysis(
     analysis: &mut Analysis,
     frames: &FrameEmbeddings,
     document: &Path,
 ) -> Result<(), PipelineError> {
-    let sidecar = sidecar_path(document);
     if let Some(parent) = document.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| PipelineError::Output {
             path: parent.to_path_buf(),
             source,
         })?;
     }
-    frames.save(&sidecar)?;
-    analysis.embeddings = Some(EmbeddingsRecord {
-        path: sidecar
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        frames: frames.len(),
-        dim: frames.dim,
-    });
-    analysis.save(document)?;
+    analysis.save_with_frames(frames, document)?;
     Ok(())
 }
 

@@ -30,11 +30,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{
-    analyse_video, load_models, sidecar_path, AnalysisRequest, ModelDirs, Models, PipelineConfig,
+    analyse_video, load_models, AnalysisRequest, ModelDirs, Models, PipelineConfig,
     PipelineError, StopSignal,
 };
-use crate::analysis::{Analysis, AnalysisError, FrameEmbeddings};
-use crate::search::{IndexBuilder, SceneCaption, SearchError, SearchIndex, VideoInput};
+use crate::analysis::{Analysis, AnalysisError};
+use crate::search::{IndexBuilder, SceneCaption, SearchIndex, VideoInput};
 use crate::time::MediaTime;
 use crate::video::VideoError;
 
@@ -276,7 +276,7 @@ pub fn find_analyses(dir: &Path) -> Result<Vec<PathBuf>, PipelineError> {
         walk(&library, &signal, false, &mut unreadable, &mut visit)?;
     }
     if let Some((path, source)) = unreadable.into_iter().next() {
-        return Err(AnalysisError::Io { path, source }.into());
+        return Err(AnalysisError::Read { path, source }.into());
     }
     documents.sort();
     Ok(documents)
@@ -540,9 +540,7 @@ fn current_analysis(document: &Path, sha256: &str, config: &PipelineConfig) -> O
     let current = analysis.video.sha256 == sha256
         && analysis.pipeline == config.to_json()
         && analysis.models.captioner.is_some() == config.caption.enabled
-        && analysis
-            .embeddings_path(document)
-            .is_some_and(|sidecar| sidecar.is_file());
+        && analysis.load_frames(document).is_ok();
     current.then_some(analysis)
 }
 
@@ -559,22 +557,18 @@ fn adopt_legacy_analysis(
     let Some(mut analysis) = current_analysis(&legacy, sha256, config) else {
         return false;
     };
-    let moved = (|| -> std::io::Result<()> {
-        let old_sidecar = analysis
-            .embeddings_path(&legacy)
-            .ok_or_else(|| std::io::Error::other("no sidecar"))?;
-        let new_sidecar = sidecar_path(document);
-        std::fs::rename(&old_sidecar, &new_sidecar)?;
-        if let Some(record) = analysis.embeddings.as_mut() {
-            record.path = new_sidecar
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-        }
-        analysis.save(document).map_err(std::io::Error::other)?;
-        std::fs::remove_file(&legacy)
-    })();
-    moved.is_ok()
+    let Ok(old_sidecar) = analysis.embeddings_path(&legacy) else {
+        return false;
+    };
+    let moved = analysis
+        .load_frames(&legacy)
+        .and_then(|frames| analysis.save_with_frames(&frames, document))
+        .is_ok();
+    if moved {
+        let _ = std::fs::remove_file(&legacy);
+        let _ = std::fs::remove_file(&old_sidecar);
+    }
+    moved
 }
 
 /// An index builder holding the frames of every analysis in `documents`.
@@ -593,13 +587,7 @@ pub fn add_analysis(
     analysis: &Analysis,
     document: &Path,
 ) -> Result<(), PipelineError> {
-    let sidecar = analysis.embeddings_path(document).ok_or_else(|| {
-        PipelineError::Search(SearchError::BadVideo {
-            video: document.display().to_string(),
-            problem: "the analysis has no embeddings sidecar to search".into(),
-        })
-    })?;
-    let frames = FrameEmbeddings::load(&sidecar)?;
+    let frames = analysis.load_frames(document)?;
     let times: Vec<MediaTime> = frames
         .time_s
         .iter()
@@ -664,10 +652,12 @@ mod tests {
         assert_ne!(document(b"caf\xe9.mp4"), document(b"caf\xe8.mp4"));
         assert_ne!(document(b"a b.mp4"), document(b"a_b.mp4"));
         assert_eq!(document(b"a\x1b[2J.mp4").find('\x1b'), None);
-        // However deep or long the path, the sidecar's name fits in 255 bytes.
+        // However deep or long the path, the sidecar's name (the document's stem, then
+        // `.embeddings.`, 16 hex digits and `.safetensors`) fits in 255 bytes.
         let long = format!("{}/{}.mp4", "deep/".repeat(60), "é".repeat(200));
         let document = library_document(folder, &folder.join(long));
-        assert!(name(&sidecar_path(&document)).len() <= 200);
+        let stem = name(&document).len() - ".json".len();
+        assert!(stem + ".embeddings.".len() + 16 + ".safetensors".len() <= 255);
         // The name depends on the path inside the folder, not on how the folder is spelled.
         assert_eq!(
             name(&library_document(

@@ -18,8 +18,8 @@ pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, Pi
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use job::{
     analyse_video, cache_key, cached_or_analysed, load_captioner, load_embedder, load_models,
-    load_summarizer, locate_captioner, locate_embedder, sidecar_path, store_analysis, verify_model,
-    video_sha256, AnalysisRequest, ModelDirs, Obtained,
+    load_recorded_embedder, load_summarizer, locate_captioner, locate_embedder, store_analysis,
+    verify_model, video_sha256, AnalysisRequest, ModelDirs, Obtained,
 };
 pub use library::{
     find_analyses, find_videos, index_folder, library_document, open_index, FileProblem,
@@ -61,6 +61,34 @@ pub enum PipelineError {
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
+    },
+    /// Embeddings would be compared with ones of another model.
+    #[error(
+        "{}: analysed with the embedder {recorded}, but the query would be embedded with \
+         {used}; pass --embedder with the model the analysis used",
+        document.display()
+    )]
+    EmbedderMismatch {
+        /// The analysis document.
+        document: PathBuf,
+        /// The embedder it records.
+        recorded: String,
+        /// The embedder that would embed the query.
+        used: String,
+    },
+    /// The embedder an analysis records is not on this machine.
+    #[error(
+        "{}: analysed with the embedder {recorded}, which is not on this machine{reason}; \
+         pass --embedder DIR with that model",
+        document.display()
+    )]
+    RecordedEmbedderMissing {
+        /// The analysis document.
+        document: PathBuf,
+        /// The embedder it records.
+        recorded: String,
+        /// What was tried, as `" (...)"`, or empty.
+        reason: String,
     },
     /// A stage failed for a reason of its own.
     #[error("{stage}: {message}")]

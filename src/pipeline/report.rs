@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::PipelineError;
-use crate::analysis::{Analysis, FrameEmbeddings};
+use crate::analysis::{Analysis, AnalysisError};
 use crate::output::html::{ReportInputs, Timeline};
 use crate::video::{FrameSeeker, ResizeMode, Size};
 
@@ -33,15 +33,13 @@ pub fn report_inputs(document: &Path, analysis: &Analysis) -> (ReportInputs, Vec
             }
         }
     };
-    let timeline = match analysis.embeddings_path(document) {
-        Some(path) => match FrameEmbeddings::load(&path) {
-            Ok(frames) => Some(Timeline::from_frames(&frames)),
-            Err(error) => {
-                warnings.push(format!("timeline left out: {error}"));
-                None
-            }
-        },
-        None => None,
+    let timeline = match analysis.load_frames(document) {
+        Ok(frames) => Some(Timeline::from_frames(&frames)),
+        Err(AnalysisError::NoSidecar { .. }) => None,
+        Err(error) => {
+            warnings.push(format!("timeline left out: {error}"));
+            None
+        }
     };
     (
         ReportInputs {

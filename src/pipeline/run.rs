@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{PipelineConfig, PipelineError, Progress, Stages, StopSignal};
 use crate::analysis::{
-    Analysis, FrameEmbeddings, KeyframeRecord, ModelRecord, ModelsRecord, SceneSpan, Timings,
+    Analysis, FrameEmbeddings, KeyframeRecord, ModelSource, ModelsRecord, SceneSpan, Timings,
     VideoRecord, SCHEMA,
 };
 use crate::caption::FrameCaptioner;
@@ -26,10 +26,10 @@ const SCENE_QUEUE: usize = 16;
 pub struct Models {
     /// The image embedder.
     pub embedder: Box<dyn FrameEmbedder>,
-    /// Where the embedder's weights came from.
-    pub embedder_source: String,
+    /// Where the embedder's weights came from and which they are.
+    pub embedder_source: ModelSource,
     /// The captioner and where its weights came from; `None` selects keyframes only.
-    pub captioner: Option<(Box<dyn FrameCaptioner>, String)>,
+    pub captioner: Option<(Box<dyn FrameCaptioner>, ModelSource)>,
 }
 
 /// The models and settings of one analysis.
@@ -207,10 +207,9 @@ pub fn analyse(
         Ok(())
     });
 
-    let captioner_record = captioner.as_ref().map(|(model, source)| ModelRecord {
-        name: model.name().to_string(),
-        source: source.clone(),
-    });
+    let captioner_record = captioner
+        .as_ref()
+        .map(|(model, source)| source.record(model.name()));
     let captioner_source = captioner.as_ref().map(|(_, source)| source.clone());
     let caption_events = std::sync::Arc::clone(&on_event);
     let video_path = video.to_path_buf();
@@ -268,10 +267,7 @@ pub fn analyse(
         schema: SCHEMA.to_string(),
         video: video_record(video, &info, video_sha256),
         models: ModelsRecord {
-            embedder: ModelRecord {
-                name: embedder_name,
-                source: embedder_source.clone(),
-            },
+            embedder: embedder_source.record(&embedder_name),
             captioner: captioner_record,
         },
         pipeline: config.to_json(),
