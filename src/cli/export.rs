@@ -1,14 +1,14 @@
 //! `keyscribe export ANALYSIS --format F [-o FILE]`: subtitles and tables from an analysis.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
 
 use keyscribe::analysis::Analysis;
-use keyscribe::atomic;
 use keyscribe::output::{self, Format};
+
+use super::io::{write_output, write_stdout};
 
 /// Arguments of `keyscribe export`.
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct ExportArgs {
     /// (`x.chapters.vtt` means chapters).
     #[arg(long, short, value_enum)]
     format: Option<Format>,
-    /// Write to this file (atomically) instead of stdout.
+    /// Write to this file (atomically) instead of stdout (`-` is stdout too).
     #[arg(long, short)]
     output: Option<PathBuf>,
 }
@@ -49,19 +49,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let text = output::render(format, &analysis);
     match &args.output {
-        Some(path) => atomic::write(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush());
-            match written {
-                // A reader that stopped early (`| head`) is not a failure.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-                other => other.context("writing to stdout")?,
-            }
-        }
+        Some(path) => write_output(path, text.as_bytes()),
+        None => write_stdout(text.as_bytes()),
     }
-    Ok(())
 }

@@ -4,13 +4,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use keyscribe::cache::AnalysisCache;
 use keyscribe::time::MediaTime;
 use keyscribe::video;
+
+use super::io::VideoInput;
 
 /// Arguments of `keyscribe probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The video file.
+    /// The video file, or `-` to read it from stdin.
     video: PathBuf,
     /// Print the metadata as one JSON object on stdout.
     #[arg(long)]
@@ -19,7 +22,11 @@ pub struct ProbeArgs {
 
 /// Probes the video and prints its metadata.
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
-    let info = video::probe(&args.video)?;
+    let input = VideoInput::open(&args.video, &AnalysisCache::from_env())?;
+    let mut info = input.named(video::probe(input.path()))?;
+    if let Some(label) = input.stdin_label() {
+        info.path = PathBuf::from(label);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());

@@ -2,20 +2,20 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use keyscribe::analysis::Analysis;
-use keyscribe::atomic;
 use keyscribe::output::html;
 use keyscribe::pipeline::report_inputs;
+
+use super::io::{is_stdio, write_output};
 
 /// Arguments of `keyscribe report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The analysis document (the JSON written by `keyscribe run`).
     analysis: PathBuf,
-    /// The HTML file to write.
+    /// The HTML file to write (`-` for stdout).
     #[arg(long, short)]
     output: PathBuf,
 }
@@ -29,8 +29,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         eprintln!("keyscribe: warning: {warning}");
     }
     let page = html::render(&analysis, &inputs);
-    atomic::write(&args.output, page.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
+    write_output(&args.output, page.as_bytes())?;
+    if !is_stdio(&args.output) {
+        eprintln!("wrote {}", args.output.display());
+    }
     Ok(())
 }
