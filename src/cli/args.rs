@@ -195,7 +195,8 @@ pub struct OutputArgs {
     /// Print the analysis document on stdout instead of a line per caption.
     #[arg(long)]
     pub json: bool,
-    /// No progress bars and no lines per keyframe; errors only.
+    /// No progress bars, no lines per keyframe and no closing line (warnings and errors
+    /// still show).
     #[arg(long, short)]
     pub quiet: bool,
 }
