@@ -431,7 +431,11 @@ fn describe_json_prints_one_object_with_the_greedy_caption() {
     let object = document.as_object().unwrap();
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["caption", "token_ids", "tokens_per_s", "ttft_ms"]);
+    assert_eq!(
+        keys,
+        ["caption", "image", "token_ids", "tokens_per_s", "ttft_ms"]
+    );
+    assert_eq!(document["image"], image.display().to_string());
     assert_eq!(document["caption"], case.greedy_text.trim());
     let ids: Vec<u32> = serde_json::from_value(document["token_ids"].clone()).unwrap();
     assert_eq!(ids, case.greedy_tokens);

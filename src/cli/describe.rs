@@ -1,125 +1,181 @@
-//! `keyscribe describe IMAGE`: one FastVLM description of one image, streamed as it is
-//! generated.
+//! `keyscribe describe IMAGE...`: the captioner on still images, loaded once, one
+//! description per image, streamed as it is generated.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use keyscribe::models::captioner_device;
-use keyscribe::models::fastvlm::{parse_dtype, FastVlm, GenerationSettings};
-use keyscribe::pipeline::{locate_captioner, ModelDirs, PipelineConfig};
+use keyscribe::models::fastvlm::GenerationSettings;
+use keyscribe::pipeline::{load_captioner, ModelDirs, Override};
+
+use super::args::{CaptionFlags, CaptionerArgs, PipelineArgs};
+use super::io::{at_most_one_stdin, is_stdio, read_image, write_stdout};
 
 use super::print;
 
 /// Arguments of `keyscribe describe`.
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
-    /// The image to describe (JPEG, PNG, WebP, BMP).
-    image: PathBuf,
-    /// A FastVLM checkpoint directory in either published layout (default: FastVLM-0.5B
-    /// from the local Hugging Face cache, downloaded if absent).
-    #[arg(long, value_name = "DIR")]
-    captioner: Option<PathBuf>,
-    /// The instruction (default: the default pipeline's caption prompt).
-    #[arg(long)]
-    prompt: Option<String>,
-    /// At most this many new tokens.
-    #[arg(long, value_name = "N")]
-    max_tokens: Option<usize>,
+    /// The images to describe (JPEG, PNG, WebP, BMP); `-` reads one from stdin.
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    caption: CaptionFlags,
+    #[command(flatten)]
+    captioner: CaptionerArgs,
     /// Greedy decoding (the default pipeline's choice too); overrides --temperature.
     #[arg(long)]
     greedy: bool,
-    /// Sample with this temperature instead of decoding greedily.
+    /// Sample with this temperature instead of decoding greedily (sets
+    /// `caption.temperature`).
     #[arg(long)]
     temperature: Option<f64>,
-    /// Nucleus sampling threshold.
+    /// Nucleus sampling threshold (sets `caption.top_p`).
     #[arg(long)]
     top_p: Option<f64>,
-    /// Seed of the sampler.
-    #[arg(long)]
+    /// Seed of the sampler (sets `caption.seed`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     seed: Option<u64>,
-    /// Compute precision of the language model: f32 or bf16.
-    #[arg(long)]
-    dtype: Option<String>,
-    /// Print one JSON object {"caption", "token_ids", "ttft_ms", "tokens_per_s"} on stdout.
+    /// Print one JSON object per image and line: {"image", "caption", "token_ids",
+    /// "ttft_ms", "tokens_per_s"}.
     #[arg(long)]
     json: bool,
 }
 
-/// The `--json` document.
+/// One line of `--json` output.
 #[derive(Serialize)]
 struct DescriptionJson<'a> {
+    image: &'a str,
     caption: &'a str,
     token_ids: &'a [u32],
     ttft_ms: f64,
     tokens_per_s: f64,
 }
 
-/// Loads the captioner and describes the image.
+/// Loads the captioner once and describes each image in turn.
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
-    let defaults = PipelineConfig::default().caption;
-    let image = image::open(&args.image)
-        .with_context(|| format!("reading {}", args.image.display()))?
-        .to_rgb8();
-    let located = locate_captioner(
-        &PipelineConfig::default(),
-        &ModelDirs {
-            embedder: None,
-            captioner: args.captioner.clone(),
-        },
-    )?;
-    let dtype_name = args.dtype.unwrap_or(defaults.dtype);
-    let dtype =
-        parse_dtype(&dtype_name).map_err(|problem| anyhow::anyhow!("--dtype: {problem}"))?;
-    let model = FastVlm::load(&located.dir, dtype, &captioner_device())
-        .with_context(|| format!("loading the captioner from {}", located.dir.display()))?;
-    let settings = GenerationSettings {
-        max_new_tokens: args.max_tokens.unwrap_or(defaults.max_tokens),
-        temperature: if args.greedy {
-            0.0
-        } else {
-            args.temperature.unwrap_or(defaults.temperature)
-        },
-        top_p: args.top_p.unwrap_or(defaults.top_p),
-        seed: args.seed.unwrap_or(defaults.seed),
-    };
-    if settings.max_new_tokens == 0 {
-        anyhow::bail!("--max-tokens must be at least 1");
+    let started = Instant::now();
+    at_most_one_stdin(&args.images)?;
+    for image in args.images.iter().filter(|path| !is_stdio(path)) {
+        if !image.is_file() {
+            bail!("{}: no such image file", image.display());
+        }
     }
-    let instruction = args.prompt.unwrap_or(defaults.prompt);
-    let stream = !args.json;
-    // The first failed write (a closed stdout, say) stops the streaming; it is returned
-    // once the generation is over.
-    let mut streamed: anyhow::Result<()> = Ok(());
-    let generation = model
-        .describe(&image, &instruction, &settings, &mut |text| {
-            if stream && streamed.is_ok() {
-                streamed = print::write(text);
-            }
-        })
-        .with_context(|| format!("describing {}", args.image.display()))?;
-    streamed?;
-    let ttft_ms = generation.time_to_first_token.as_secs_f64() * 1000.0;
-    if args.json {
-        let document = DescriptionJson {
-            caption: &generation.text,
-            token_ids: &generation.token_ids,
-            ttft_ms,
-            tokens_per_s: generation.tokens_per_second,
-        };
-        print::json_line(&document)?;
-    } else {
-        print::line("")?;
+    let config = args.pipeline.load(overrides(&args))?;
+    let dirs = ModelDirs {
+        embedder: None,
+        captioner: args.captioner.captioner.clone(),
+    };
+    print::note(format_args!(
+        "loading the captioner ({})…",
+        config.caption.model
+    ));
+    let (captioner, source) = load_captioner(&config, &dirs).context("loading the captioner")?;
+    let model = captioner.model();
+    print::note(format_args!(
+        "loaded {} from {} in {:.1} s",
+        model.name(),
+        source.location,
+        started.elapsed().as_secs_f64()
+    ));
+    let caption = &config.caption;
+    let settings = GenerationSettings {
+        max_new_tokens: caption.max_tokens,
+        temperature: caption.temperature,
+        top_p: caption.top_p,
+        seed: caption.seed,
+    };
+    let several = args.images.len() > 1;
+    for path in &args.images {
+        let (name, image) = read_image(path)?;
+        print::note(format_args!("describing {name}…"));
+        let stream = !args.json;
+        if stream && several {
+            write_stdout(format!("{name}: ").as_bytes())?;
+        }
+        let mut stdout = std::io::stdout();
+        let generation = model
+            .describe(&image, &caption.prompt, &settings, &mut |text| {
+                if stream {
+                    // With several images each description keeps to its own line.
+                    let text = if several {
+                        text.replace('\n', " ")
+                    } else {
+                        text.to_string()
+                    };
+                    // A closed stdout ends the output, not the work: the stats still print.
+                    let _ = write!(stdout, "{text}").and_then(|()| stdout.flush());
+                }
+            })
+            .with_context(|| format!("describing {name}"))?;
+        let ttft_ms = generation.time_to_first_token.as_secs_f64() * 1000.0;
+        if args.json {
+            let line = DescriptionJson {
+                image: &name,
+                caption: &generation.text,
+                token_ids: &generation.token_ids,
+                ttft_ms,
+                tokens_per_s: generation.tokens_per_second,
+            };
+            write_stdout(format!("{}\n", serde_json::to_string(&line)?).as_bytes())?;
+        } else {
+            write_stdout(b"\n")?;
+        }
         print::note(format_args!(
-            "{}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
-            model.name(),
+            "{name}: {} prompt positions, vision {:.0} ms, first token after {ttft_ms:.0} ms, {} tokens at {:.1} tokens/s",
             generation.prompt_tokens,
             generation.vision.as_secs_f64() * 1000.0,
             generation.token_ids.len(),
             generation.tokens_per_second
         ));
     }
+    print::note(format_args!(
+        "described {} image{} in {:.1} s, model loading included",
+        args.images.len(),
+        if several { "s" } else { "" },
+        started.elapsed().as_secs_f64()
+    ));
     Ok(())
+}
+
+/// The flags given, as caption settings.
+fn overrides(args: &DescribeArgs) -> Vec<Override> {
+    let mut overrides = args.caption.overrides();
+    overrides.extend(args.captioner.overrides());
+    let temperature = if args.greedy {
+        Some(0.0)
+    } else {
+        args.temperature
+    };
+    if let Some(temperature) = temperature {
+        let flag = if args.greedy {
+            "--greedy"
+        } else {
+            "--temperature"
+        };
+        overrides.push(Override::flag(
+            flag,
+            "caption.temperature",
+            temperature.into(),
+        ));
+    }
+    if let Some(top_p) = args.top_p {
+        overrides.push(Override::flag("--top-p", "caption.top_p", top_p.into()));
+    }
+    if let Some(seed) = args.seed {
+        overrides.push(Override::flag(
+            "--seed",
+            "caption.seed",
+            i64::try_from(seed)
+                .expect("the parser keeps seeds within i64")
+                .into(),
+        ));
+    }
+    overrides
 }

@@ -1,20 +1,22 @@
-//! `keyscribe embed`: MobileCLIP2 embeddings of images or texts.
+//! `keyscribe embed`: the embedder's vectors for images or texts.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 
-use keyscribe::models::mobileclip::MobileClip;
+use keyscribe::pipeline::{load_embedder, ModelDirs};
+
+use super::args::{EmbedderArgs, PipelineArgs};
+use super::io::{at_most_one_stdin, read_image};
 
 use super::print;
 
 /// Arguments of `keyscribe embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Images to embed (JPEG, PNG, WebP, BMP).
+    /// Images to embed (JPEG, PNG, WebP, BMP); `-` reads one from stdin.
     #[arg(
         value_name = "IMAGE",
         required_unless_present = "texts",
@@ -24,10 +26,10 @@ pub struct EmbedArgs {
     /// A text to embed; repeat the option for several texts.
     #[arg(long = "text", value_name = "TEXT")]
     texts: Vec<String>,
-    /// The MobileCLIP2 checkpoint directory, as downloaded from the Hub:
-    /// open_clip_config.json, open_clip_model.safetensors, tokenizer.json.
-    #[arg(long, value_name = "DIR")]
-    embedder: PathBuf,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    embedder: EmbedderArgs,
     /// Print one JSON object {"model", "dim", "embeddings"} on stdout, one row per input in
     /// input order.
     #[arg(long)]
@@ -42,28 +44,27 @@ struct EmbeddingsJson<'a> {
     embeddings: Vec<Vec<f32>>,
 }
 
-/// Loads the embedder, embeds the inputs and prints the L2-normalised vectors.
+/// Loads the embedder (the directory given, else the pipeline's model), embeds the inputs
+/// and prints the L2-normalised vectors.
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
-    let model = MobileClip::load(&args.embedder, &Device::Cpu)
-        .with_context(|| format!("loading the embedder from {}", args.embedder.display()))?;
+    at_most_one_stdin(&args.images)?;
+    let config = args.pipeline.load(Vec::new())?;
+    let dirs = ModelDirs {
+        embedder: args.embedder.embedder.clone(),
+        captioner: None,
+    };
+    let (model, _) = load_embedder(&config, &dirs).context("loading the embedder")?;
     let (labels, embeddings) = if args.texts.is_empty() {
-        let images = args
+        let (labels, images): (Vec<String>, Vec<_>) = args
             .images
             .iter()
-            .map(|path| {
-                image::open(path)
-                    .map(|image| image.to_rgb8())
-                    .with_context(|| format!("reading {}", path.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|path| read_image(path))
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let embeddings = model
             .embed_images(&images)
             .context("embedding the images")?;
-        let labels = args
-            .images
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
         (labels, embeddings)
     } else {
         let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use keyscribe::atomic;
 use keyscribe::output::{self, Format};
 use keyscribe::output_paths::{prepare_outputs, NamedPath};
 
 use super::analysis_input::load_analysis;
 use super::print;
+
+use super::io::{write_output, write_stdout};
 
 /// Arguments of `keyscribe export`.
 #[derive(Debug, Args)]
@@ -21,7 +22,7 @@ pub struct ExportArgs {
     /// (`x.chapters.vtt` means chapters).
     #[arg(long, short, value_enum)]
     format: Option<Format>,
-    /// Write to this file (atomically) instead of stdout.
+    /// Write to this file (atomically) instead of stdout (`-` is stdout too).
     #[arg(long, short)]
     output: Option<PathBuf>,
 }
@@ -57,9 +58,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     let text = output::render(format, &analysis);
     match &args.output {
-        Some(path) => atomic::write(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?,
-        None => print::write(text)?,
+        Some(path) => write_output(path, text.as_bytes()),
+        None => write_stdout(text.as_bytes()),
     }
-    Ok(())
 }

@@ -27,9 +27,11 @@ pub struct FramesArgs {
     /// How frames are fitted to --size: stretch, crop (centre) or pad (black bars).
     #[arg(long, default_value = "crop")]
     mode: ResizeMode,
-    /// Decode key frames only: much faster, coarser in time.
-    #[arg(long)]
-    keyframes_only: bool,
+    /// Decode the codec key frames only (the video's I-frames, which decode without
+    /// others): much faster, coarser in time. These are not the keyframes that
+    /// `keyscribe keyframes` selects by content.
+    #[arg(long, alias = "keyframes-only")]
+    codec_keyframes: bool,
     /// Print index.json on stdout when done.
     #[arg(long)]
     json: bool,
@@ -41,7 +43,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         sample_rate: args.sample_fps,
         size: args.size,
         mode: args.mode,
-        keyframes_only: args.keyframes_only,
+        keyframes_only: args.codec_keyframes,
     };
     let index = write_frames(
         &args.video,
@@ -54,8 +56,13 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     if args.json {
         print::json_pretty(&index)?;
     } else {
+        let which = if args.codec_keyframes {
+            "codec key frames"
+        } else {
+            "frames"
+        };
         print::note(format_args!(
-            "wrote {} frames and index.json to {}",
+            "wrote {} {which} and index.json to {}",
             index.frames.len(),
             args.out.display()
         ));

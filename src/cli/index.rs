@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use keyscribe::pipeline::{index_folder, ModelDirs, PipelineConfig, StopSignal};
+use keyscribe::pipeline::{index_folder, StopSignal};
+
+use super::args::{ModelArgs, PipelineArgs};
 
 use super::print;
 use super::terminal::printable;
@@ -15,15 +17,10 @@ pub struct IndexArgs {
     /// The folder of videos (searched recursively). Analyses and the index go to
     /// DIR/keyscribe-library/; videos already analysed with the same settings are skipped.
     dir: PathBuf,
-    /// A pipeline file, or the name of a built-in one.
-    #[arg(long, short, default_value = "default")]
-    pipeline: String,
-    /// A local MobileCLIP2 checkpoint directory.
-    #[arg(long, value_name = "DIR")]
-    embedder: Option<PathBuf>,
-    /// A local FastVLM checkpoint directory.
-    #[arg(long, value_name = "DIR")]
-    captioner: Option<PathBuf>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    #[command(flatten)]
+    models: ModelArgs,
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
@@ -38,11 +35,8 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
             printable(&args.dir.display().to_string())
         );
     }
-    let config = PipelineConfig::load(&args.pipeline)?;
-    let dirs = ModelDirs {
-        embedder: args.embedder,
-        captioner: args.captioner,
-    };
+    let config = args.pipeline.load(args.models.captioner.overrides())?;
+    let dirs = args.models.dirs();
     let quiet = args.quiet;
     let report = index_folder(
         &args.dir,
@@ -68,10 +62,16 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         },
     )?;
     for problem in &report.ignored {
-        print::note(format_args!("keyscribe: ignored {}", printable(&problem.message)));
+        print::note(format_args!(
+            "keyscribe: ignored {}",
+            printable(&problem.message)
+        ));
     }
     for problem in &report.failed {
-        print::note(format_args!("keyscribe: failed: {}", printable(&problem.message)));
+        print::note(format_args!(
+            "keyscribe: failed: {}",
+            printable(&problem.message)
+        ));
     }
     print::note(format_args!(
         "{} analysed, {} already analysed, {} ignored, {} failed; index: {}",

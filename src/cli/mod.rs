@@ -1,13 +1,18 @@
-//! Command-line interface: one file per subcommand. Results go to stdout, messages for
-//! people to stderr; errors are one line naming the input and the problem.
+//! Command-line interface: one file per subcommand, flags shared by several commands
+//! declared once in `args`. Results go to stdout, messages for people to stderr; errors are
+//! one line naming the input and the problem; `-` is stdin or stdout.
 
 mod analysis_input;
+mod args;
+mod cache;
 mod describe;
 mod embed;
 mod export;
 mod frames;
 mod index;
+mod io;
 mod models;
+mod pipelines;
 mod print;
 mod probe;
 mod report;
@@ -34,7 +39,8 @@ struct Cli {
 enum Command {
     /// Show what FFmpeg sees in a video: duration, size, rate, rotation, start time.
     Probe(probe::ProbeArgs),
-    /// Write sampled frames as JPEG files named by their timecode, with index.json.
+    /// Write sampled frames (or the codec key frames) as JPEG files named by their timecode,
+    /// with index.json.
     Frames(frames::FramesArgs),
     /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
     Models(models::ModelsArgs),
@@ -56,10 +62,14 @@ enum Command {
     /// Write a summary paragraph and titled chapters of a video or an analysis with the
     /// captioner's language model, stored in the analysis.
     Summarize(summarize::SummarizeArgs),
-    /// Describe one image with FastVLM, streamed as it is generated.
+    /// Describe images with the captioner (loaded once), streamed as they are generated.
     Describe(describe::DescribeArgs),
-    /// Print MobileCLIP2 embeddings of images or texts (L2-normalised vectors).
+    /// Print the embedder's vectors for images or texts (L2-normalised).
     Embed(embed::EmbedArgs),
+    /// List the built-in pipelines or print one's TOML.
+    Pipelines(pipelines::PipelinesArgs),
+    /// Show, list or clear the cache of analyses (model weights are not kept there).
+    Cache(cache::CacheArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success (also when the
@@ -79,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Index(args) => index::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Pipelines(args) => pipelines::run(args),
+        Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

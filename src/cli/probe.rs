@@ -4,15 +4,17 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use keyscribe::cache::AnalysisCache;
 use keyscribe::time::MediaTime;
 use keyscribe::video;
 
+use super::io::VideoInput;
 use super::print;
 
 /// Arguments of `keyscribe probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
-    /// The video file.
+    /// The video file, or `-` to read it from stdin.
     video: PathBuf,
     /// Print the metadata as one JSON object on stdout.
     #[arg(long)]
@@ -21,7 +23,11 @@ pub struct ProbeArgs {
 
 /// Probes the video and prints its metadata.
 pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
-    let info = video::probe(&args.video)?;
+    let input = VideoInput::open(&args.video, &AnalysisCache::from_env())?;
+    let mut info = input.named(video::probe(input.path()))?;
+    if let Some(label) = input.stdin_label() {
+        info.path = PathBuf::from(label);
+    }
     if args.json {
         return print::json_pretty(&info);
     }

@@ -2,15 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use clap::Args;
 
-use keyscribe::atomic;
 use keyscribe::output::html;
 use keyscribe::output_paths::{prepare_outputs, NamedPath};
 use keyscribe::pipeline::report_inputs;
 
 use super::analysis_input::load_analysis;
+use super::io::{is_stdio, write_output};
 use super::print;
 
 /// Arguments of `keyscribe report`.
@@ -18,7 +17,7 @@ use super::print;
 pub struct ReportArgs {
     /// The analysis document (the JSON written by `keyscribe run`).
     analysis: PathBuf,
-    /// The HTML file to write.
+    /// The HTML file to write (`-` for stdout).
     #[arg(long, short)]
     output: PathBuf,
 }
@@ -42,8 +41,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         print::note(format_args!("keyscribe: warning: {warning}"));
     }
     let page = html::render(&analysis, &inputs);
-    atomic::write(&args.output, page.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    print::note(format_args!("wrote {}", args.output.display()));
+    write_output(&args.output, page.as_bytes())?;
+    if !is_stdio(&args.output) {
+        print::note(format_args!("wrote {}", args.output.display()));
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ use keyscribe::pipeline::{
 };
 use keyscribe::search::SearchIndex;
 
+use super::args::{ModelArgs, PipelineArgs};
 use super::print;
 use super::terminal::printable;
 
@@ -28,17 +29,14 @@ pub struct SearchArgs {
     /// How many results.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// A pipeline file or built-in name: its embedder and `[search]` settings are used, and
-    /// a video is analysed with it.
-    #[arg(long, short, default_value = "default")]
-    pipeline: String,
-    /// A local MobileCLIP2 checkpoint directory (must be the model the analyses used;
-    /// without it, the model they record is used).
-    #[arg(long, value_name = "DIR")]
-    embedder: Option<PathBuf>,
-    /// A local FastVLM checkpoint directory, for analysing a video not analysed yet.
-    #[arg(long, value_name = "DIR")]
-    captioner: Option<PathBuf>,
+    /// The pipeline whose embedder (the analyses' own) and `[search]` settings are used; a
+    /// video not analysed yet is analysed with it.
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// `--embedder DIR` must be the model the analyses used; without it, the model they
+    /// record is used.
+    #[command(flatten)]
+    models: ModelArgs,
     /// Print the results as JSON on stdout: per result `video`, `start_s`/`end_s`/`best_s`
     /// in seconds and `start`/`end`/`best` as timecodes (as `export --format json`),
     /// `score`, `visual_score`, `caption_score` and `caption`.
@@ -48,11 +46,8 @@ pub struct SearchArgs {
 
 /// Finds the analyses, embeds the query and prints the best time ranges.
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let config = PipelineConfig::load(&args.pipeline)?;
-    let dirs = ModelDirs {
-        embedder: args.embedder.clone(),
-        captioner: args.captioner.clone(),
-    };
+    let config = args.pipeline.load(args.models.captioner.overrides())?;
+    let dirs = args.models.dirs();
     let documents = analyses_for(&args.target, &config, &dirs)?;
     if documents.is_empty() {
         bail!(

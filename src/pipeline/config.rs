@@ -4,9 +4,15 @@
 //! `article-demo`, `fast`, compiled in from `pipelines/`). Unknown keys and bad values are
 //! errors that name the key and the file. Relative model directories are resolved against
 //! the pipeline file's directory.
+//!
+//! Settings can also be changed on the command line without writing TOML: an [`Override`]
+//! (`--set caption.max_tokens=16`, or a named flag such as `--max-tokens 16`) goes through
+//! the same deserialisation and validation as the file, so a typo or a bad value is named
+//! the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -15,7 +21,7 @@ use crate::search::SearchConfig;
 use crate::select::SelectConfig;
 use crate::video::SampleRate;
 
-/// The built-in pipelines, by name.
+/// The built-in pipelines: name and TOML text.
 const BUILT_IN: [(&str, &str); 3] = [
     ("default", include_str!("../../pipelines/default.toml")),
     (
@@ -24,6 +30,132 @@ const BUILT_IN: [(&str, &str); 3] = [
     ),
     ("fast", include_str!("../../pipelines/fast.toml")),
 ];
+
+/// A pipeline compiled into the binary from `pipelines/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltInPipeline {
+    /// The name `--pipeline` takes.
+    pub name: &'static str,
+    /// The pipeline file's text.
+    pub toml: &'static str,
+}
+
+impl BuiltInPipeline {
+    /// What the pipeline is for: the file's first comment line.
+    pub fn description(&self) -> &'static str {
+        self.toml
+            .lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix('#'))
+            .map(str::trim)
+            .unwrap_or_default()
+    }
+}
+
+/// Every built-in pipeline, `default` first.
+pub fn built_in_pipelines() -> impl Iterator<Item = BuiltInPipeline> {
+    BUILT_IN
+        .iter()
+        .map(|&(name, toml)| BuiltInPipeline { name, toml })
+}
+
+/// The built-in pipeline called `name`.
+pub fn built_in_pipeline(name: &str) -> Result<BuiltInPipeline, ConfigError> {
+    built_in_pipelines()
+        .find(|pipeline| pipeline.name == name)
+        .ok_or_else(|| ConfigError::Unknown {
+            name: name.to_string(),
+            known: built_in_names(),
+        })
+}
+
+fn built_in_names() -> Vec<String> {
+    built_in_pipelines()
+        .map(|pipeline| pipeline.name.to_string())
+        .collect()
+}
+
+/// One setting changed on the command line instead of in a pipeline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// How the user gave it, for messages: `--set caption.max_tokens=16` or
+    /// `--max-tokens 16`.
+    pub origin: String,
+    /// The setting's dotted key, as `section.name`.
+    pub key: String,
+    /// The new value.
+    pub value: OverrideValue,
+}
+
+/// The value of an [`Override`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum OverrideValue {
+    /// Text as typed after `--set KEY=`: a TOML value (`16`, `0.3`, `true`, `"text"`) where
+    /// the key takes one, else the text itself as a string (`bf16`, `Describe the scene`).
+    Typed(String),
+    /// Exactly this value (a named flag, already parsed).
+    Exact(toml::Value),
+}
+
+impl Override {
+    /// The override a named flag stands for: `--max-tokens 16` sets `caption.max_tokens`.
+    pub fn flag(flag: &str, key: &str, value: toml::Value) -> Override {
+        Override {
+            origin: format!("{flag} {value}"),
+            key: key.to_string(),
+            value: OverrideValue::Exact(value),
+        }
+    }
+
+    /// The values to try in turn: the TOML reading of typed text first, then the text as a
+    /// string (so `caption.prompt=42` is the prompt "42").
+    fn candidates(&self) -> Vec<toml::Value> {
+        match &self.value {
+            OverrideValue::Exact(value) => vec![value.clone()],
+            OverrideValue::Typed(text) => {
+                let mut candidates = Vec::new();
+                if let Some(value) = toml_value(text) {
+                    candidates.push(value);
+                }
+                if !matches!(candidates.first(), Some(toml::Value::String(_))) {
+                    candidates.push(toml::Value::String(text.clone()));
+                }
+                candidates
+            }
+        }
+    }
+}
+
+/// `text` read as one TOML value, if it is one.
+fn toml_value(text: &str) -> Option<toml::Value> {
+    let mut table: toml::Table = toml::from_str(&format!("value = {text}")).ok()?;
+    if table.len() != 1 {
+        return None;
+    }
+    table.remove("value")
+}
+
+impl FromStr for Override {
+    type Err = ConfigError;
+
+    /// Parses `SECTION.KEY=VALUE`, as `--set` takes it.
+    fn from_str(text: &str) -> Result<Override, ConfigError> {
+        let malformed = || ConfigError::MalformedOverride {
+            text: text.to_string(),
+        };
+        let (key, value) = text.split_once('=').ok_or_else(malformed)?;
+        let key = key.trim();
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() < 2 || parts.iter().any(|part| part.is_empty()) {
+            return Err(malformed());
+        }
+        Ok(Override {
+            origin: format!("--set {text}"),
+            key: key.to_string(),
+            value: OverrideValue::Typed(value.trim().to_string()),
+        })
+    }
+}
 
 /// Every stage's settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,15 +179,17 @@ pub struct PipelineConfig {
 pub struct DecodeSettings {
     /// Frames per second sampled by presentation time, or `"all"`.
     pub sample_fps: SampleRate,
-    /// Decode key frames only (much faster, coarser scene boundaries).
-    pub keyframes_only: bool,
+    /// Decode the codec's key frames only (I-frames: much faster, coarser scene
+    /// boundaries). Not the keyframes the pipeline selects.
+    #[serde(alias = "keyframes_only")]
+    pub codec_keyframes: bool,
 }
 
 impl Default for DecodeSettings {
     fn default() -> Self {
         DecodeSettings {
             sample_fps: SampleRate::PerSecond(2.0),
-            keyframes_only: false,
+            codec_keyframes: false,
         }
     }
 }
@@ -122,7 +256,13 @@ impl Default for CaptionSettings {
     }
 }
 
-/// What is wrong with a pipeline file.
+/// A value out of range: its dotted key and what is wrong.
+struct BadSetting {
+    key: String,
+    problem: String,
+}
+
+/// What is wrong with a pipeline file or a command-line override.
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file cannot be read.
@@ -151,6 +291,20 @@ pub enum ConfigError {
         /// The key, as `section.name`.
         key: String,
         /// What is wrong with it.
+        problem: String,
+    },
+    /// A `--set` argument is not of the form `SECTION.KEY=VALUE`.
+    #[error("expected SECTION.KEY=VALUE (e.g. caption.max_tokens=16), got `{text}`")]
+    MalformedOverride {
+        /// The argument as given.
+        text: String,
+    },
+    /// A command-line override names an unknown key or gives a bad value.
+    #[error("{origin}: {problem}")]
+    BadOverride {
+        /// How the override was given (`--set caption.max_tokens=0`, `--max-tokens 0`).
+        origin: String,
+        /// What is wrong, in the words used for pipeline files.
         problem: String,
     },
     /// No file and no built-in pipeline of this name.
@@ -182,7 +336,7 @@ impl PipelineConfig {
             }
             None => Err(ConfigError::Unknown {
                 name: name_or_path.to_string(),
-                known: BUILT_IN.iter().map(|(name, _)| name.to_string()).collect(),
+                known: built_in_names(),
             }),
         }
     }
@@ -221,9 +375,73 @@ impl PipelineConfig {
 
     /// Checks value ranges; the error names the key.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let bad = |key: &str, problem: &str| ConfigError::BadValue {
+        self.check_values().map_err(|bad| ConfigError::BadValue {
             path: path.to_path_buf(),
             line: None,
+            key: bad.key,
+            problem: bad.problem,
+        })
+    }
+
+    /// The settings with `overrides` applied in order, each read and checked as a value in
+    /// a pipeline file would be; the error names the override and the problem.
+    pub fn with_overrides(self, overrides: &[Override]) -> Result<PipelineConfig, ConfigError> {
+        overrides
+            .iter()
+            .try_fold(self, |config, setting| config.with_override(setting))
+    }
+
+    fn with_override(&self, setting: &Override) -> Result<PipelineConfig, ConfigError> {
+        let mut first_problem = None;
+        for value in setting.candidates() {
+            match self.with_value(&setting.key, value) {
+                Ok(config) => {
+                    return match config.check_values() {
+                        Ok(()) => Ok(config),
+                        Err(bad) => Err(ConfigError::BadOverride {
+                            origin: setting.origin.clone(),
+                            problem: format!("`{}` {}", bad.key, bad.problem),
+                        }),
+                    }
+                }
+                Err(problem) => {
+                    first_problem.get_or_insert(problem);
+                }
+            }
+        }
+        Err(ConfigError::BadOverride {
+            origin: setting.origin.clone(),
+            problem: first_problem.unwrap_or_default(),
+        })
+    }
+
+    /// These settings with the dotted `key` set to `value`, read back through the same
+    /// deserialisation as a pipeline file (unknown keys and wrong types are refused).
+    fn with_value(&self, key: &str, value: toml::Value) -> Result<PipelineConfig, String> {
+        let mut root = toml::Table::try_from(self).expect("pipeline settings serialise");
+        let parts: Vec<&str> = key.split('.').collect();
+        let (name, sections) = parts.split_last().expect("a key has at least one part");
+        let mut table = &mut root;
+        for (depth, section) in sections.iter().enumerate() {
+            table = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` is a setting, not a section",
+                        parts[..=depth].join(".")
+                    )
+                })?;
+        }
+        table.insert(name.to_string(), value);
+        root.try_into::<PipelineConfig>()
+            .map_err(|error| error.message().trim().replace('\n', " "))
+    }
+
+    /// The first value out of range, with its key.
+    fn check_values(&self) -> Result<(), BadSetting> {
+        let bad = |key: &str, problem: &str| BadSetting {
             key: key.to_string(),
             problem: problem.to_string(),
         };
@@ -401,6 +619,129 @@ mod tests {
         let text = "[embed]\ndir = \"weights/s0\"\n";
         let config = PipelineConfig::parse(text, Path::new("/p/x.toml"), Path::new("/p")).unwrap();
         assert_eq!(config.embed.dir, Some(PathBuf::from("/p/weights/s0")));
+    }
+
+    #[test]
+    fn built_in_pipelines_describe_themselves() {
+        let names: Vec<&str> = built_in_pipelines().map(|p| p.name).collect();
+        assert_eq!(names[0], "default");
+        for pipeline in built_in_pipelines() {
+            let description = pipeline.description();
+            assert!(
+                description.len() > 10 && !description.starts_with('#'),
+                "{}: {description:?}",
+                pipeline.name
+            );
+        }
+        assert!(built_in_pipeline("fast").unwrap().toml.contains("[decode]"));
+        let error = built_in_pipeline("quick").unwrap_err().to_string();
+        assert!(error.contains("quick") && error.contains("fast"), "{error}");
+    }
+
+    fn set(text: &str) -> Override {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn overrides_change_settings_as_the_file_would() {
+        let config = PipelineConfig::default()
+            .with_overrides(&[
+                set("caption.max_tokens=16"),
+                set("caption.dtype=bf16"),
+                set("caption.prompt=42"),
+                set("decode.sample_fps=all"),
+                set("decode.codec_keyframes=true"),
+                set("select.max_keyframes = 3"),
+                set("select.change_threshold=0.35"),
+                set("embed.dir=weights/s0"),
+                Override::flag("--temperature", "caption.temperature", 0.5.into()),
+            ])
+            .unwrap();
+        assert_eq!(config.caption.max_tokens, 16);
+        assert_eq!(config.caption.dtype, "bf16");
+        assert_eq!(config.caption.prompt, "42");
+        assert_eq!(config.decode.sample_fps, SampleRate::All);
+        assert!(config.decode.codec_keyframes);
+        assert_eq!(config.select.max_keyframes, Some(3));
+        assert_eq!(config.select.change_threshold, 0.35);
+        assert_eq!(config.embed.dir, Some(PathBuf::from("weights/s0")));
+        assert_eq!(config.caption.temperature, 0.5);
+        // Everything not overridden is as it was.
+        let default = PipelineConfig::default();
+        let expected = PipelineConfig {
+            decode: config.decode.clone(),
+            embed: EmbedSettings {
+                dir: config.embed.dir.clone(),
+                ..default.embed
+            },
+            caption: CaptionSettings {
+                max_tokens: 16,
+                dtype: "bf16".into(),
+                prompt: "42".into(),
+                temperature: 0.5,
+                ..default.caption
+            },
+            select: SelectConfig {
+                max_keyframes: Some(3),
+                change_threshold: 0.35,
+                ..default.select
+            },
+            search: default.search,
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn override_typos_and_bad_values_are_named() {
+        for (setting, expected) in [
+            (
+                set("caption.max_tokns=16"),
+                "--set caption.max_tokns=16: unknown field `max_tokns`",
+            ),
+            (set("captions.max_tokens=16"), "unknown field `captions`"),
+            (
+                set("caption.max_tokens=0"),
+                "--set caption.max_tokens=0: `caption.max_tokens` must be between 1 and 4096",
+            ),
+            (set("caption.max_tokens=many"), "many"),
+            (set("caption.max_tokens=1.5"), "1.5"),
+            (
+                set("caption.max_tokens.limit=3"),
+                "`caption.max_tokens` is a setting, not a section",
+            ),
+            (set("decode.sample_fps=fast"), "bad sample rate `fast`"),
+            (
+                Override::flag("--max-tokens", "caption.max_tokens", 0.into()),
+                "--max-tokens 0: `caption.max_tokens` must be between 1 and 4096",
+            ),
+            (
+                Override::flag("--threshold", "select.change_threshold", 2.5.into()),
+                "--threshold 2.5: `select.change_threshold`",
+            ),
+        ] {
+            let error = PipelineConfig::default()
+                .with_overrides(std::slice::from_ref(&setting))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{setting:?}: {error}");
+            assert!(error.starts_with(&setting.origin), "{error}");
+        }
+    }
+
+    #[test]
+    fn malformed_sets_are_refused() {
+        for text in [
+            "max_tokens=16",
+            "caption.=16",
+            ".max_tokens=16",
+            "caption.max_tokens",
+        ] {
+            let error = text.parse::<Override>().unwrap_err().to_string();
+            assert!(
+                error.contains("SECTION.KEY=VALUE") && error.contains(text),
+                "{error}"
+            );
+        }
     }
 
     #[test]

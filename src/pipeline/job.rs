@@ -315,7 +315,8 @@ pub fn load_models(
 
 /// Runs the analysis of `video` with `models` and stores it at `document`; returns what it
 /// made, kept in memory for other outputs (its document records `document`'s sidecar), and
-/// the models for the next video.
+/// the models for the next video. Keyframes and warnings are logged on stderr (keyframes
+/// not when the request is quiet).
 pub fn analyse_video(
     video: &Path,
     video_sha256: String,
@@ -323,10 +324,31 @@ pub fn analyse_video(
     models: Models,
     document: &Path,
 ) -> Result<AnalysisOutput, PipelineError> {
+    let quiet = request.quiet;
+    analyse_video_reporting(
+        video,
+        video_sha256,
+        request,
+        models,
+        document,
+        move |progress: &Progress, event| log_event(progress, event, quiet),
+    )
+}
+
+/// As [`analyse_video`], with `on_event` deciding what the user is shown of each event as it
+/// happens; it is given the progress bars, to print around them.
+pub fn analyse_video_reporting(
+    video: &Path,
+    video_sha256: String,
+    request: AnalysisRequest<'_>,
+    models: Models,
+    document: &Path,
+    on_event: impl Fn(&Progress, RunEvent) + Send + Sync + 'static,
+) -> Result<AnalysisOutput, PipelineError> {
     let info = crate::video::probe(video)?;
-    let progress = Progress::new(
-        "analysing",
+    let progress = Progress::for_analysis(
         crate::time::MediaTime::from_seconds(info.duration_s),
+        models.captioner.is_some(),
         request.quiet,
     );
     let job = AnalysisJob {
@@ -335,29 +357,29 @@ pub fn analyse_video(
         models,
     };
     let printer = progress.clone();
-    let quiet = request.quiet;
-    let output = analyse(
-        video,
-        job,
-        request.signal,
-        &progress,
-        move |event| match event {
-            RunEvent::Warning(warning) => printer.println(format!("warning: {warning}")),
-            RunEvent::Keyframe { .. } if quiet => {}
-            RunEvent::Keyframe {
-                time,
-                caption: Some(caption),
-                ..
-            } => printer.println(format!("{}  {}", time.timecode(), caption)),
-            RunEvent::Keyframe { time, index, .. } => {
-                printer.println(format!("{}  keyframe {}", time.timecode(), index + 1))
-            }
-        },
-    );
+    let output = analyse(video, job, request.signal, &progress, move |event| {
+        on_event(&printer, event)
+    });
     progress.finish();
     let mut output = output?;
     store_analysis(&mut output.analysis, &output.frames, document)?;
     Ok(output)
+}
+
+/// Logs an event on stderr above the bars: warnings always, keyframes unless `quiet`.
+fn log_event(progress: &Progress, event: RunEvent, quiet: bool) {
+    match event {
+        RunEvent::Warning(warning) => progress.println(format!("warning: {warning}")),
+        RunEvent::Keyframe { .. } if quiet => {}
+        RunEvent::Keyframe {
+            time,
+            caption: Some(caption),
+            ..
+        } => progress.println(format!("{}  {}", time.timecode(), caption)),
+        RunEvent::Keyframe { time, index, .. } => {
+            progress.println(format!("{}  keyframe {}", time.timecode(), index + 1))
+        }
+    }
 }
 
 /// The cached analysis of `video` under these settings, or a new one stored in the cache

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{
-    analyse_video, load_models, AnalysisRequest, ModelDirs, Models, PipelineConfig,
-    PipelineError, StopSignal,
+    analyse_video, load_models, AnalysisRequest, ModelDirs, Models, PipelineConfig, PipelineError,
+    StopSignal,
 };
 use crate::analysis::{Analysis, AnalysisError};
 use crate::search::{IndexBuilder, SceneCaption, SearchIndex, VideoInput};

@@ -14,12 +14,16 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use config::{CaptionSettings, ConfigError, DecodeSettings, EmbedSettings, PipelineConfig};
+pub use config::{
+    built_in_pipeline, built_in_pipelines, BuiltInPipeline, CaptionSettings, ConfigError,
+    DecodeSettings, EmbedSettings, Override, OverrideValue, PipelineConfig,
+};
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use job::{
-    analyse_video, cache_key, cached_or_analysed, load_captioner, load_embedder, load_models,
-    load_recorded_embedder, load_summarizer, locate_captioner, locate_embedder, store_analysis,
-    verify_model, video_sha256, AnalysisRequest, ModelDirs, Obtained,
+    analyse_video, analyse_video_reporting, cache_key, cached_or_analysed, load_captioner,
+    load_embedder, load_models, load_recorded_embedder, load_summarizer, locate_captioner,
+    locate_embedder, store_analysis, verify_model, video_sha256, AnalysisRequest, ModelDirs,
+    Obtained,
 };
 pub use library::{
     find_analyses, find_videos, index_folder, library_document, open_index, FileProblem,

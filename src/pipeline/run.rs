@@ -51,6 +51,8 @@ pub enum RunEvent {
         index: usize,
         /// When it is shown.
         time: MediaTime,
+        /// The scene it represents: the span its caption covers in subtitles.
+        scene: SceneSpan,
         /// Its caption, if captioned.
         caption: Option<String>,
     },
@@ -77,7 +79,7 @@ struct StageTimes {
 }
 
 /// Runs the analysis of `video`. `on_event` is called from the stage threads as keyframes
-/// are made; progress advances by media time embedded.
+/// are made; progress advances by media time embedded and by keyframes captioned.
 pub fn analyse(
     video: &Path,
     job: AnalysisJob,
@@ -104,7 +106,7 @@ pub fn analyse(
             height: input_height,
         },
         mode: ResizeMode::Crop,
-        keyframes_only: config.decode.keyframes_only,
+        keyframes_only: config.decode.codec_keyframes,
     };
     let reader = FrameReader::open(video, options)?;
     let info = reader.info().clone();
@@ -186,6 +188,7 @@ pub fn analyse(
                 times.select += clock.elapsed();
                 for scene in closed {
                     signal.send(&scene_sender, scene)?;
+                    bar.keyframe_found();
                 }
                 bar.advance_to(frame.time);
             }
@@ -201,7 +204,9 @@ pub fn analyse(
         frames.threshold = selection.uniform_threshold();
         for scene in selection.scenes {
             signal.send(&scene_sender, scene)?;
+            bar.keyframe_found();
         }
+        bar.media_done();
         let _ = frames_sender.send((frames, times));
         let _ = embedder_sender.send(embedder);
         Ok(())
@@ -213,6 +218,7 @@ pub fn analyse(
     let captioner_source = captioner.as_ref().map(|(_, source)| source.clone());
     let caption_events = std::sync::Arc::clone(&on_event);
     let video_path = video.to_path_buf();
+    let caption_bar = progress.clone();
     stages.spawn("caption", move |signal| {
         let mut captioner = captioner.map(|(model, _)| model);
         let mut seeker = match captioner {
@@ -235,19 +241,22 @@ pub fn analyse(
                 _ => None,
             };
             captioning += clock.elapsed();
+            caption_bar.keyframe_captioned();
+            let span = SceneSpan {
+                start_s: scene.start.seconds(),
+                end_s: scene.end.seconds(),
+            };
             caption_events(RunEvent::Keyframe {
                 index,
                 time: scene.keyframe,
+                scene: span,
                 caption: caption.clone(),
             });
             let _ = keyframe_sender.send(KeyframeRecord {
                 index,
                 time_s: scene.keyframe.seconds(),
                 timecode: scene.keyframe.timecode(),
-                scene: SceneSpan {
-                    start_s: scene.start.seconds(),
-                    end_s: scene.end.seconds(),
-                },
+                scene: span,
                 change: scene.change,
                 caption,
             });

@@ -64,3 +64,68 @@ pub fn read_counter(picture: &RgbImage) -> u32 {
         }
     })
 }
+
+/// The repository's root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The tiny random-weight MobileCLIP2-S0 in the Hub's layout.
+pub fn tiny_embedder() -> PathBuf {
+    root().join("tests/fixtures/mobileclip-s0-tiny")
+}
+
+/// The tiny random-weight FastVLM in the transformers layout.
+pub fn tiny_captioner() -> PathBuf {
+    root().join("tests/fixtures/fastvlm-tiny-hf")
+}
+
+/// A path argument as text.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Fails the test with both streams unless the command succeeded.
+pub fn assert_ok(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// Runs the keyscribe binary in `dir` as a user would, with a cache of its own
+/// (`dir/cache`) and an empty, offline Hugging Face home (`dir/hf-home`); `stdin` is fed
+/// to it (an empty stdin when `None`).
+pub fn keyscribe_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+        .args(args)
+        .current_dir(dir)
+        .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.join("hf-home"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyscribe runs");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let bytes = stdin.unwrap_or_default().to_vec();
+    // Fed from a thread: the command may fill its stdout before it reads all of stdin.
+    let feeder = std::thread::spawn(move || {
+        // A command that does not read stdin closes it early; that is not a failure.
+        let _ = input.write_all(&bytes);
+    });
+    let output = child.wait_with_output().expect("keyscribe finishes");
+    feeder.join().expect("the stdin feeder finishes");
+    output
+}
