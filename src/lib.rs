@@ -12,6 +12,7 @@ pub mod caption;
 pub mod embed;
 pub mod models;
 pub mod output;
+pub mod picture;
 pub mod pipeline;
 pub mod search;
 pub mod select;

@@ -59,9 +59,7 @@ struct DescriptionJson<'a> {
 /// Loads the captioner and describes the image.
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     let defaults = PipelineConfig::default().caption;
-    let image = image::open(&args.image)
-        .with_context(|| format!("reading {}", args.image.display()))?
-        .to_rgb8();
+    let image = keyscribe::picture::read_image(&args.image)?;
     let located = locate_captioner(
         &PipelineConfig::default(),
         &ModelDirs {

@@ -48,12 +48,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         let images = args
             .images
             .iter()
-            .map(|path| {
-                image::open(path)
-                    .map(|image| image.to_rgb8())
-                    .with_context(|| format!("reading {}", path.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|path| keyscribe::picture::read_image(path))
+            .collect::<Result<Vec<_>, _>>()?;
         let embeddings = model
             .embed_images(&images)
             .context("embedding the images")?;

@@ -91,6 +91,9 @@ pub enum ModelError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A picture given to a model is outside the size limits of [`crate::picture`].
+    #[error(transparent)]
+    Picture(#[from] crate::picture::PictureSizeError),
     /// A tensor operation failed (loading or running); wrapped loader errors keep their
     /// message, backtraces are left out.
     #[error("{}", first_line(&.0.to_string()))]
