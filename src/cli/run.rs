@@ -14,6 +14,8 @@ use keyscribe::pipeline::{
     analyse_video, cache_key, load_models, report_inputs, store_analysis, video_sha256,
     AnalysisRequest, ModelDirs, PipelineConfig, StopSignal,
 };
+use keyscribe::time::MediaTime;
+use keyscribe::video::DecodeOptions;
 
 /// Arguments shared by `keyscribe run` and `keyscribe keyframes`.
 #[derive(Debug, Args)]
@@ -48,6 +50,13 @@ pub struct RunArgs {
     /// No progress bar and no line per keyframe.
     #[arg(long, short)]
     quiet: bool,
+    /// Analyse from this time on: seconds (90.5) or a timecode (01:30.5); keyframe times
+    /// still count from the start of the file.
+    #[arg(long, value_name = "TIME")]
+    start: Option<MediaTime>,
+    /// Analyse up to this time: seconds or a timecode.
+    #[arg(long, value_name = "TIME")]
+    end: Option<MediaTime>,
 }
 
 /// Analyses the video, captioning keyframes when `captions` is set and the pipeline enables
@@ -65,8 +74,20 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
         embedder: args.embedder.clone(),
         captioner: args.captioner.clone(),
     };
+    if let Some(start) = args.start {
+        config.decode.start_s = Some(start.seconds());
+    }
+    if let Some(end) = args.end {
+        config.decode.end_s = Some(end.seconds());
+    }
     let sha256 = video_sha256(&args.video)?;
-    keyscribe::video::probe(&args.video)?;
+    let info = keyscribe::video::probe(&args.video)?;
+    DecodeOptions {
+        start: MediaTime::from_seconds(config.decode.start_s.unwrap_or(0.0)),
+        end: config.decode.end_s.map(MediaTime::from_seconds),
+        ..DecodeOptions::default()
+    }
+    .check_range(&info)?;
     let models = load_models(&config, &dirs, captions)?;
     let request = AnalysisRequest {
         config: &config,

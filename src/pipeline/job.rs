@@ -230,13 +230,14 @@ pub fn analyse_video(
     };
     let printer = progress.clone();
     let quiet = request.quiet;
+    let name = video.display().to_string();
     let output = analyse(
         video,
         job,
         request.signal,
         &progress,
         move |event| match event {
-            RunEvent::Warning(warning) => printer.println(format!("warning: {warning}")),
+            RunEvent::Warning(warning) => printer.println(format!("warning: {name}: {warning}")),
             RunEvent::Keyframe { .. } if quiet => {}
             RunEvent::Keyframe {
                 time,
