@@ -38,7 +38,7 @@ fn keyscribe_decode(path: &Path) -> usize {
             height: 256,
         },
         mode: ResizeMode::Stretch,
-        keyframes_only: false,
+        ..DecodeOptions::default()
     };
     let reader = FrameReader::open(path, options).expect("bench video opens");
     let mut frames = 0;

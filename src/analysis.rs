@@ -41,6 +41,10 @@ pub struct Analysis {
     pub embeddings: Option<EmbeddingsRecord>,
     /// Wall time spent in each stage.
     pub timings: Timings,
+    /// Spans of the video whose frames could not be decoded (damaged data), in time order;
+    /// absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode_gaps: Vec<DecodeGapRecord>,
 }
 
 /// The analysed file and what FFmpeg reported about it.
@@ -219,6 +223,18 @@ pub struct Timings {
     pub caption_s: f64,
     /// The whole run, start to finish.
     pub total_s: f64,
+}
+
+/// A span of the video whose frames could not be decoded: nothing in it was analysed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeGapRecord {
+    /// Start of the span, in seconds.
+    pub start_s: f64,
+    /// End of the span, in seconds.
+    pub end_s: f64,
+    /// Why there are no frames, e.g. `48 frames could not be decoded (damaged data)`.
+    pub reason: String,
 }
 
 /// What can go wrong reading or writing an analysis or its sidecar.

@@ -13,6 +13,7 @@ pub mod embed;
 pub mod models;
 pub mod output;
 pub mod output_paths;
+pub mod picture;
 pub mod pipeline;
 pub mod search;
 pub mod select;

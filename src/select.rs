@@ -294,6 +294,8 @@ pub struct SceneSelector {
     /// (time, change score) of the frames in the adaptive window.
     recent_changes: VecDeque<(f64, f32)>,
     timeline: Vec<ChangeSample>,
+    /// Where the first scene starts: the start of the range analysed.
+    first_scene_start: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -384,7 +386,15 @@ impl SceneSelector {
             closed: VecDeque::new(),
             recent_changes: VecDeque::new(),
             timeline: Vec::new(),
+            first_scene_start: 0.0,
         })
+    }
+
+    /// The same selector for a part of a video starting at `start`: the first scene opens
+    /// there rather than at 0.
+    pub fn starting_at(mut self, start: MediaTime) -> Self {
+        self.first_scene_start = start.seconds();
+        self
     }
 
     /// The settings in force.
@@ -409,7 +419,7 @@ impl SceneSelector {
                 change: 0.0,
                 threshold: self.config.change_threshold,
             });
-            self.open = Some(OpenScene::new(0.0, 0.0, &frame));
+            self.open = Some(OpenScene::new(self.first_scene_start, 0.0, &frame));
             self.set_reference(vec![frame]);
             return Ok(Vec::new());
         }

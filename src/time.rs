@@ -1,8 +1,10 @@
 //! Media time: seconds from the start of a video as players and subtitle files count them.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// A point in a video, in seconds from the start of the file as players count it (the
 /// stream's start time already subtracted). Never negative.
@@ -63,6 +65,42 @@ impl fmt::Display for MediaTime {
     }
 }
 
+/// A time that is neither a number of seconds nor a timecode.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "bad time `{0}`: expected seconds (e.g. 90.5) or a timecode [HH:]MM:SS[.mmm] (e.g. 01:30.5)"
+)]
+pub struct BadTime(String);
+
+impl FromStr for MediaTime {
+    type Err = BadTime;
+
+    /// Parses seconds (`90.5`) or a timecode (`01:30.5`, `00:01:30.500`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadTime(text.to_string());
+        let parts: Vec<&str> = text.trim().split(':').collect();
+        let (whole_units, seconds) = parts.split_at(parts.len() - 1);
+        let seconds: f64 = seconds[0].parse().map_err(|_| bad())?;
+        if !seconds.is_finite() || seconds < 0.0 || (!whole_units.is_empty() && seconds >= 60.0) {
+            return Err(bad());
+        }
+        let (hours, minutes) = match whole_units {
+            [] => ("0", "0"),
+            [minutes] => ("0", *minutes),
+            [hours, minutes] => (*hours, *minutes),
+            _ => return Err(bad()),
+        };
+        let hours: u32 = hours.parse().map_err(|_| bad())?;
+        let minutes: u32 = minutes.parse().map_err(|_| bad())?;
+        if whole_units.len() == 2 && minutes >= 60 {
+            return Err(bad());
+        }
+        Ok(MediaTime(
+            f64::from(hours) * 3600.0 + f64::from(minutes) * 60.0 + seconds,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +122,19 @@ mod tests {
     fn negative_and_nan_clamp_to_zero() {
         assert_eq!(MediaTime::from_seconds(-0.5), MediaTime::ZERO);
         assert_eq!(MediaTime::from_seconds(f64::NAN), MediaTime::ZERO);
+    }
+
+    #[test]
+    fn times_parse_as_seconds_or_timecodes() {
+        let parse = |text: &str| text.parse::<MediaTime>().map(MediaTime::seconds);
+        assert_eq!(parse("90.5"), Ok(90.5));
+        assert_eq!(parse("01:30.5"), Ok(90.5));
+        assert_eq!(parse("1:02:03.250"), Ok(3723.25));
+        assert_eq!(parse("0"), Ok(0.0));
+        for bad in [
+            "", "-1", "1:60", "1:61:00", "a:10", "1:2:3:4", "inf", "NaN", "10s",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The decode stage against videos with known content: timestamps, sampling, seeking,
 //! rotation, containers and codecs, and bad input.
 
+#[path = "common/bad_inputs.rs"]
+mod bad_inputs;
 mod common;
 
 use common::{read_counter, video};
@@ -202,7 +204,7 @@ fn resize_modes_fit_the_picture() {
             height: 256,
         },
         mode,
-        keyframes_only: false,
+        ..DecodeOptions::default()
     };
     let stretch = &decode_all("counter.mp4", options(ResizeMode::Stretch))[2];
     assert_eq!(stretch.image.dimensions(), (256, 256));
@@ -338,4 +340,241 @@ fn thumbnails_show_each_keyframe() {
         })
         .collect();
     assert_eq!(counters, vec![182, 12, 275]);
+}
+
+#[test]
+fn a_range_decodes_only_that_span_with_times_from_the_file_start() {
+    let options = DecodeOptions {
+        start: MediaTime::from_seconds(5.0),
+        end: Some(MediaTime::from_seconds(7.0)),
+        ..at_rate(2.0)
+    };
+    let mut reader = FrameReader::open(&video("counter.mp4"), options).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        frames.push(frame);
+    }
+    // The frames on screen at 5.0, 5.5, 6.0 and 6.5 s: 25 fps, so frame floor(25 t).
+    let counters: Vec<u32> = frames.iter().map(|f| read_counter(&f.image)).collect();
+    assert_eq!(counters, vec![125, 137, 150, 162]);
+    for (frame, counter) in frames.iter().zip(&counters) {
+        assert!((frame.time.seconds() - f64::from(*counter) / 25.0).abs() < 1e-6);
+        assert_eq!(frame.number, None, "positions are unknown after a seek");
+    }
+    // Decoding starts at the key frame before 5 s (every 2 s) and stops at 7 s.
+    let report = reader.report();
+    assert!(report.frames_decoded <= 80, "{report:?}");
+    assert_eq!(report.stopped_early, None);
+    assert!(report.gaps.is_empty(), "{report:?}");
+
+    let keyframes = decode_all(
+        "counter.mp4",
+        DecodeOptions {
+            keyframes_only: true,
+            start: MediaTime::from_seconds(3.0),
+            end: Some(MediaTime::from_seconds(9.0)),
+            ..at_rate(2.0)
+        },
+    );
+    let counters: Vec<u32> = keyframes.iter().map(|f| read_counter(&f.image)).collect();
+    assert_eq!(counters, vec![50, 100, 150, 200]);
+}
+
+#[test]
+fn a_range_outside_the_video_is_a_named_error() {
+    let path = video("counter.mp4");
+    for (start, end) in [
+        (5.0, Some(5.0)),
+        (6.0, Some(2.0)),
+        (12.0, None),
+        (40.0, None),
+    ] {
+        let options = DecodeOptions {
+            start: MediaTime::from_seconds(start),
+            end: end.map(MediaTime::from_seconds),
+            ..DecodeOptions::default()
+        };
+        let error = FrameReader::open(&path, options).err().expect("an error");
+        assert!(matches!(error, VideoError::BadSetting { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&*path.to_string_lossy()), "{message}");
+        assert!(message.contains("range"), "{message}");
+    }
+}
+
+#[test]
+fn a_corrupt_middle_is_reported_as_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.mp4");
+    bad_inputs::corrupt_middle(&common::scenes_sample(), &corrupt, 100_000);
+    let mut reader = FrameReader::open(&corrupt, at_rate(2.0)).unwrap();
+    let mut times = Vec::new();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        times.push(frame.time.seconds());
+    }
+    let report = reader.report();
+    assert_eq!(report.gaps.len(), 1, "{report:?}");
+    let gap = &report.gaps[0];
+    // The damage sits in the middle of the 30 s sample's media data.
+    assert!(
+        gap.start.seconds() > 10.0 && gap.end.seconds() < 20.0,
+        "{gap:?}"
+    );
+    assert!(gap.end > gap.start && gap.frames_lost > 0, "{gap:?}");
+    assert!(
+        gap.reason().contains("could not be decoded"),
+        "{}",
+        gap.reason()
+    );
+    // No frame was decoded inside the gap's last lost stretch; the samples around it were.
+    assert!(times.iter().any(|&t| t < gap.start.seconds()));
+    assert!(times.iter().any(|&t| t >= gap.end.seconds()));
+    assert_eq!(report.stopped_early, None);
+}
+
+#[test]
+fn intact_videos_report_no_gaps() {
+    let mut names = vec![
+        "counter.mp4",
+        "delayed.mp4",
+        "delayed.ts",
+        "rotated.mp4",
+        "vfr.mp4",
+        "h264.mkv",
+        "h264.mov",
+        "vp9.webm",
+        "mpeg4.avi",
+        "hevc.mp4",
+        "av1.mkv",
+    ];
+    names.sort();
+    for name in names {
+        for keyframes_only in [false, true] {
+            let options = DecodeOptions {
+                sample_rate: SampleRate::All,
+                size: Size::Exact {
+                    width: 32,
+                    height: 24,
+                },
+                keyframes_only,
+                ..DecodeOptions::default()
+            };
+            let mut reader = FrameReader::open(&video(name), options).unwrap();
+            while reader.next_frame().unwrap().is_some() {}
+            let report = reader.report();
+            assert!(report.gaps.is_empty(), "{name}: {report:?}");
+            assert_eq!(report.damaged_packets, 0, "{name}");
+        }
+    }
+    let mut reader = FrameReader::open(&common::scenes_sample(), at_rate(2.0)).unwrap();
+    while reader.next_frame().unwrap().is_some() {}
+    assert!(reader.report().gaps.is_empty(), "{:?}", reader.report());
+}
+
+#[test]
+fn a_picture_too_narrow_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let tall = bad_inputs::video_of_size(dir.path(), 2, 16384);
+    let error = video::probe(&tall).unwrap_err();
+    assert!(
+        matches!(error, VideoError::PictureTooLarge { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("2x16384"), "{message}");
+    assert!(message.contains(&*tall.to_string_lossy()), "{message}");
+    for size in [Size::Native, "256x256".parse().unwrap()] {
+        let options = DecodeOptions {
+            size,
+            ..DecodeOptions::default()
+        };
+        assert!(matches!(
+            FrameReader::open(&tall, options),
+            Err(VideoError::PictureTooLarge { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_size_whose_crop_would_not_fit_in_memory_is_an_error() {
+    // 8x256 is inside the limits, but covering 10000x10000 with it means scaling it to
+    // 10000x320000 before the crop.
+    let dir = tempfile::tempdir().unwrap();
+    let narrow = bad_inputs::video_of_size(dir.path(), 8, 256);
+    let options = DecodeOptions {
+        size: Size::Exact {
+            width: 10000,
+            height: 10000,
+        },
+        mode: ResizeMode::Crop,
+        ..DecodeOptions::default()
+    };
+    let mut reader = FrameReader::open(&narrow, options).unwrap();
+    let error = reader.next_frame().unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("10000x320000"), "{message}");
+    assert!(message.contains(&*narrow.to_string_lossy()), "{message}");
+    // Fitting it inside the size instead works.
+    let options = DecodeOptions {
+        size: Size::Exact {
+            width: 1000,
+            height: 1000,
+        },
+        mode: ResizeMode::Pad,
+        ..DecodeOptions::default()
+    };
+    let frame = FrameReader::open(&narrow, options)
+        .unwrap()
+        .next_frame()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.image.dimensions(), (1000, 1000));
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = bad_inputs::non_utf8_path(dir.path(), "mp4");
+    std::fs::copy(video("counter.mp4"), &path).unwrap();
+    let info = video::probe(&path).unwrap();
+    assert_eq!(info.path, path);
+    assert_eq!(decode_all_at(&path, at_rate(1.0)).len(), 12);
+    let mut seeker = FrameSeeker::open(&path, Size::Native, ResizeMode::Crop).unwrap();
+    let frame = seeker.frame_at(MediaTime::from_seconds(2.0)).unwrap();
+    assert_eq!(read_counter(&frame.image), 50);
+}
+
+#[test]
+fn local_playlists_and_lists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = video("counter.mp4");
+    let playlist = bad_inputs::hls_playlist(dir.path(), "playlist.mp4", &target);
+    let list = bad_inputs::concat_list(dir.path(), "list.mp4", &target);
+    for (path, what) in [(&playlist, "HLS playlist"), (&list, "concat list")] {
+        let error = video::probe(path).unwrap_err();
+        assert!(
+            matches!(error, VideoError::RefersToOtherFiles { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(what), "{message}");
+        assert!(message.contains(&*path.to_string_lossy()), "{message}");
+        assert!(FrameReader::open(path, DecodeOptions::default()).is_err());
+        assert!(FrameSeeker::open(path, Size::Native, ResizeMode::Crop).is_err());
+    }
+    // A name FFmpeg would read as a protocol is a file name like any other.
+    let protocol_like = dir.path().join("concat:a.mp4|b.mp4");
+    std::fs::copy(&target, &protocol_like).unwrap();
+    assert_eq!(decode_all_at(&protocol_like, at_rate(1.0)).len(), 12);
+    // Given as a URL, the playlist is FFmpeg's to follow.
+    let url = format!("file://{}", playlist.display());
+    let frames = decode_all_at(std::path::Path::new(&url), at_rate(1.0));
+    assert_eq!(read_counter(&frames[3].image), 75);
+}
+
+fn decode_all_at(path: &std::path::Path, options: DecodeOptions) -> Vec<Frame> {
+    FrameReader::open(path, options)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
 }

@@ -154,7 +154,7 @@ fn preprocessing_gives_open_clips_pixels() {
         let model = load(&dir);
         let expected = reference_pixels(&dir);
         for (index, image) in images(&dir, &reference).iter().enumerate() {
-            let prepared = model.preprocess().resize_and_crop(image);
+            let prepared = model.preprocess().resize_and_crop(image).unwrap();
             let (width, height) = model.input_size();
             assert_eq!((prepared.width(), prepared.height()), (width, height));
             let planar = expected

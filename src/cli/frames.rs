@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use keyscribe::pipeline::{write_frames, StopSignal};
+use keyscribe::time::MediaTime;
 use keyscribe::video::{DecodeOptions, ResizeMode, SampleRate, Size};
 
 use super::print;
@@ -32,6 +33,13 @@ pub struct FramesArgs {
     /// `keyscribe keyframes` selects by content.
     #[arg(long, alias = "keyframes-only")]
     codec_keyframes: bool,
+    /// Start at this time: seconds (90.5) or a timecode (01:30.5); frame times still count
+    /// from the start of the file.
+    #[arg(long, value_name = "TIME")]
+    start: Option<MediaTime>,
+    /// Stop at this time: seconds or a timecode.
+    #[arg(long, value_name = "TIME")]
+    end: Option<MediaTime>,
     /// Print index.json on stdout when done.
     #[arg(long)]
     json: bool,
@@ -44,6 +52,8 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         size: args.size,
         mode: args.mode,
         keyframes_only: args.codec_keyframes,
+        start: args.start.unwrap_or_default(),
+        end: args.end,
     };
     let index = write_frames(
         &args.video,

@@ -119,14 +119,10 @@ pub fn read_image(path: &Path) -> anyhow::Result<(String, RgbImage)> {
         stdin_reader("an image")?
             .read_to_end(&mut bytes)
             .context("reading an image from stdin")?;
-        let image = image::load_from_memory(&bytes)
-            .with_context(|| format!("reading {STDIN_LABEL}"))?
-            .to_rgb8();
+        let image = keyscribe::picture::read_image_bytes(&bytes, Path::new(STDIN_LABEL))?;
         return Ok((STDIN_LABEL.to_string(), image));
     }
-    let image = image::open(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .to_rgb8();
+    let image = keyscribe::picture::read_image(path)?;
     Ok((path.display().to_string(), image))
 }
 

@@ -25,6 +25,7 @@ use keyscribe::time::MediaTime;
 use super::args::{CaptionFlags, ModelArgs, OutputArgs, PipelineArgs, SelectionFlags};
 use super::io::{at_most_one_stdout, is_stdio, write_output, write_stdout, VideoInput};
 use super::print;
+use keyscribe::video::DecodeOptions;
 
 /// Arguments shared by `keyscribe run` and `keyscribe keyframes`.
 #[derive(Debug, Args)]
@@ -41,6 +42,13 @@ pub struct RunArgs {
     models: ModelArgs,
     #[command(flatten)]
     output: OutputArgs,
+    /// Analyse from this time on: seconds (90.5) or a timecode (01:30.5); keyframe times
+    /// still count from the start of the file.
+    #[arg(long, value_name = "TIME")]
+    start: Option<MediaTime>,
+    /// Analyse up to this time: seconds or a timecode.
+    #[arg(long, value_name = "TIME")]
+    end: Option<MediaTime>,
 }
 
 /// Analyses the video, captioning keyframes when `captions` is set and the pipeline enables
@@ -64,8 +72,20 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| default_output(&args.video));
+    if let Some(start) = args.start {
+        config.decode.start_s = Some(start.seconds());
+    }
+    if let Some(end) = args.end {
+        config.decode.end_s = Some(end.seconds());
+    }
     let sha256 = input.named(video_sha256(video))?;
-    input.named(keyscribe::video::probe(video))?;
+    let info = input.named(keyscribe::video::probe(video))?;
+    DecodeOptions {
+        start: MediaTime::from_seconds(config.decode.start_s.unwrap_or(0.0)),
+        end: config.decode.end_s.map(MediaTime::from_seconds),
+        ..DecodeOptions::default()
+    }
+    .check_range(&info)?;
     // The analysis goes to the cache too, so `summarize` and `search` reuse it.
     let cached = cache.analysis_path(&cache_key(&sha256, &config, captions));
     prepare_run_outputs(&args, video, &document, &cached)?;

@@ -561,15 +561,16 @@ impl FastVlm {
 
     /// The encoder input of an RGB image of any size: padded to a square with the mean
     /// colour, resized (bicubic, as PIL) to the input size and normalised; `[1, 3, S, S]`.
+    /// Pictures outside the limits of [`crate::picture`] are refused.
     pub fn preprocess(&self, image: &RgbImage) -> Result<Tensor, ModelError> {
-        if image.width() == 0 || image.height() == 0 {
-            return Err(ModelError::Candle(candle_core::Error::Msg(
-                "the image is empty".into(),
-            )));
-        }
-        let square = preprocess::pad_to_square(image, self.config.pad_fill);
+        crate::picture::check_size(image.width(), image.height())?;
         let side = self.config.image_size;
-        let resized = preprocess::resize(&square, side, side, Interpolation::Bicubic);
+        let resized = preprocess::pad_to_square_and_resize(
+            image,
+            self.config.pad_fill,
+            side,
+            Interpolation::Bicubic,
+        );
         Ok(preprocess::to_tensor(
             &[resized],
             &self.config.normalization,

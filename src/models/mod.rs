@@ -122,6 +122,9 @@ pub enum ModelError {
         /// How many of its values are not finite.
         count: usize,
     },
+    /// A picture given to a model is outside the size limits of [`crate::picture`].
+    #[error(transparent)]
+    Picture(#[from] crate::picture::PictureSizeError),
     /// A tensor operation failed (loading or running); wrapped loader errors keep their
     /// message, backtraces are left out.
     #[error("{}", first_line(&.0.to_string()))]

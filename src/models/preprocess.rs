@@ -7,8 +7,11 @@
 //! torchvision's `CenterCrop` (Python's round-half-even offsets, zero padding when the image
 //! is smaller), and [`to_tensor`] does `ToTensor` + `Normalize` in f32.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Tensor};
 use image::RgbImage;
+
+use super::ModelError;
+use crate::picture::{self, PictureSizeError};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -105,70 +108,198 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Resizes like PIL's `Image.resize((width, height), filter)` on an RGB image, bit for bit.
 pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
-    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
-    let (out_w, out_h) = (width as usize, height as usize);
-    if (in_w, in_h) == (out_w, out_h) || out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
-        return if (in_w, in_h) == (out_w, out_h) {
-            image.clone()
-        } else {
-            RgbImage::new(width, height)
-        };
-    }
-    let vertical = taps(in_h, out_h, filter);
-    // Only the input rows some output row reads take part in the horizontal pass.
-    let first_row = vertical.first().map_or(0, |t| t.first);
-    let last_row = vertical
-        .last()
-        .map_or(0, |t| t.first + t.weights.len())
-        .max(first_row);
-    let input = image.as_raw();
+    let canvas = Canvas {
+        picture: image,
+        width: image.width() as usize,
+        height: image.height() as usize,
+        left: 0,
+        top: 0,
+        fill: [0; 3],
+    };
+    resize_canvas(&canvas, width, height, filter)
+}
 
-    let horizontal_pass = in_w != out_w;
-    let (rows, row_len, row_offset): (Vec<u8>, usize, usize) = if horizontal_pass {
-        let horizontal = taps(in_w, out_w, filter);
-        let mut rows = vec![0u8; (last_row - first_row) * out_w * 3];
-        rows.par_chunks_mut(out_w * 3)
-            .enumerate()
-            .for_each(|(i, out_row)| {
-                let in_row = &input[(first_row + i) * in_w * 3..][..in_w * 3];
-                for (out_px, taps) in out_row.chunks_exact_mut(3).zip(&horizontal) {
-                    let mut sums = [HALF; 3];
-                    for (j, &w) in taps.weights.iter().enumerate() {
-                        let px = &in_row[(taps.first + j) * 3..][..3];
+/// Pads an image to a square with `fill`, the original centred (offsets rounded down), as
+/// LLaVA's `expand2square` does, and resizes the square to `side` x `side` as PIL does, bit
+/// for bit.
+///
+/// The square is never built: a 1x60000 picture would make it 60000x60000 (10.8 GB).
+pub fn pad_to_square_and_resize(
+    image: &RgbImage,
+    fill: [u8; 3],
+    side: u32,
+    filter: Interpolation,
+) -> RgbImage {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let square = width.max(height);
+    let canvas = Canvas {
+        picture: image,
+        width: square,
+        height: square,
+        left: (square - width) / 2,
+        top: (square - height) / 2,
+        fill,
+    };
+    resize_canvas(&canvas, side, side, filter)
+}
+
+/// A picture placed on a larger canvas of one colour, `left` and `top` pixels from its
+/// corner; resampled as if the canvas had been built.
+struct Canvas<'a> {
+    picture: &'a RgbImage,
+    width: usize,
+    height: usize,
+    left: usize,
+    top: usize,
+    fill: [u8; 3],
+}
+
+/// The taps of one output position over a canvas, split into the positions on the picture
+/// and those on the fill colour.
+struct CanvasTaps {
+    /// The first picture position read (in picture coordinates) when `weights` is not empty.
+    first: usize,
+    /// The weights of the picture positions `first..`.
+    weights: Vec<i32>,
+    /// The sum of the weights of the positions on the fill colour.
+    fill_weight: i32,
+}
+
+impl CanvasTaps {
+    /// The picture positions read.
+    fn span(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.weights.len()
+    }
+}
+
+/// Splits taps over a canvas axis where the picture covers `offset..offset + length`.
+///
+/// The fixed-point sums are integers, so summing the fill's share apart gives the same bits.
+fn split_taps(taps: Vec<Taps>, offset: usize, length: usize) -> Vec<CanvasTaps> {
+    taps.into_iter()
+        .map(|taps| {
+            let end = taps.first + taps.weights.len();
+            let start_on_picture = offset.clamp(taps.first, end);
+            let end_on_picture = (offset + length).clamp(start_on_picture, end);
+            let on_picture = start_on_picture - taps.first..end_on_picture - taps.first;
+            let fill_weight = taps.weights[..on_picture.start].iter().sum::<i32>()
+                + taps.weights[on_picture.end..].iter().sum::<i32>();
+            CanvasTaps {
+                first: start_on_picture.saturating_sub(offset),
+                weights: taps.weights[on_picture].to_vec(),
+                fill_weight,
+            }
+        })
+        .collect()
+}
+
+/// PIL's two-pass resampling of a canvas (horizontal pass, then vertical, each only when
+/// that side changes), reading the picture where it lies and the fill colour elsewhere.
+fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation) -> RgbImage {
+    let (out_w, out_h) = (width as usize, height as usize);
+    if out_w == 0 || out_h == 0 || canvas.width == 0 || canvas.height == 0 {
+        return RgbImage::new(width, height);
+    }
+    let (picture_w, picture_h) = (
+        canvas.picture.width() as usize,
+        canvas.picture.height() as usize,
+    );
+    let fill = canvas.fill;
+    let vertical = (canvas.height != out_h)
+        .then(|| split_taps(taps(canvas.height, out_h, filter), canvas.top, picture_h));
+    // Only the picture rows some output row reads take part in the horizontal pass.
+    let needed_rows = match &vertical {
+        Some(vertical) => {
+            let mut spans = vertical
+                .iter()
+                .map(CanvasTaps::span)
+                .filter(|s| !s.is_empty());
+            match spans.next() {
+                Some(first) => {
+                    let last = spans.last().unwrap_or_else(|| first.clone());
+                    first.start..last.end
+                }
+                None => 0..0,
+            }
+        }
+        None => 0..picture_h,
+    };
+    let horizontal = (canvas.width != out_w)
+        .then(|| split_taps(taps(canvas.width, out_w, filter), canvas.left, picture_w));
+    let row_len = out_w * 3;
+
+    // The horizontal pass of a row of fill colour only.
+    let fill_row: Vec<u8> = match &horizontal {
+        Some(horizontal) => horizontal
+            .iter()
+            .flat_map(|taps| {
+                let weight = taps.fill_weight + taps.weights.iter().sum::<i32>();
+                fill.map(|value| clip8(HALF + i32::from(value) * weight))
+            })
+            .collect(),
+        None => fill.repeat(out_w),
+    };
+    let input = canvas.picture.as_raw();
+    let mut rows = vec![0u8; needed_rows.len() * row_len];
+    rows.par_chunks_mut(row_len)
+        .enumerate()
+        .for_each(|(i, out_row)| {
+            let in_row = &input[(needed_rows.start + i) * picture_w * 3..][..picture_w * 3];
+            match &horizontal {
+                Some(horizontal) => {
+                    for (out_px, taps) in out_row.chunks_exact_mut(3).zip(horizontal) {
+                        let mut sums = fill.map(|value| HALF + i32::from(value) * taps.fill_weight);
+                        for (j, &w) in taps.weights.iter().enumerate() {
+                            let px = &in_row[(taps.first + j) * 3..][..3];
+                            for c in 0..3 {
+                                sums[c] += i32::from(px[c]) * w;
+                            }
+                        }
                         for c in 0..3 {
-                            sums[c] += i32::from(px[c]) * w;
+                            out_px[c] = clip8(sums[c]);
                         }
                     }
-                    for c in 0..3 {
-                        out_px[c] = clip8(sums[c]);
-                    }
                 }
-            });
-        (rows, out_w * 3, first_row)
-    } else {
-        (input.clone(), in_w * 3, 0)
+                None => {
+                    out_row.copy_from_slice(&fill_row);
+                    out_row[canvas.left * 3..][..picture_w * 3].copy_from_slice(in_row);
+                }
+            }
+        });
+    let row = |canvas_row: usize| match canvas_row.checked_sub(canvas.top) {
+        Some(picture_row) if picture_row < picture_h => {
+            &rows[(picture_row - needed_rows.start) * row_len..][..row_len]
+        }
+        _ => fill_row.as_slice(),
     };
 
-    let out = if in_h != out_h {
-        let mut out = vec![0u8; out_h * out_w * 3];
-        out.par_chunks_mut(out_w * 3)
-            .zip(&vertical)
-            .for_each(|(out_row, taps)| {
-                let mut sums = vec![HALF; out_w * 3];
-                for (j, &w) in taps.weights.iter().enumerate() {
-                    let in_row = &rows[(taps.first + j - row_offset) * row_len..][..row_len];
-                    for (sum, &v) in sums.iter_mut().zip(in_row) {
-                        *sum += i32::from(v) * w;
+    let mut out = vec![0u8; out_h * row_len];
+    match &vertical {
+        Some(vertical) => {
+            out.par_chunks_mut(row_len)
+                .zip(vertical)
+                .for_each(|(out_row, taps)| {
+                    let mut sums: Vec<i32> = fill_row
+                        .iter()
+                        .map(|&value| HALF + i32::from(value) * taps.fill_weight)
+                        .collect();
+                    for (j, &w) in taps.weights.iter().enumerate() {
+                        let in_row = row(canvas.top + taps.first + j);
+                        for (sum, &v) in sums.iter_mut().zip(in_row) {
+                            *sum += i32::from(v) * w;
+                        }
                     }
-                }
-                for (o, &sum) in out_row.iter_mut().zip(&sums) {
-                    *o = clip8(sum);
-                }
-            });
-        out
-    } else {
-        rows
-    };
+                    for (o, &sum) in out_row.iter_mut().zip(&sums) {
+                        *o = clip8(sum);
+                    }
+                });
+        }
+        None => {
+            for (y, out_row) in out.chunks_exact_mut(row_len).enumerate() {
+                out_row.copy_from_slice(row(y));
+            }
+        }
+    }
     RgbImage::from_raw(width, height, out).expect("the buffer has width * height pixels")
 }
 
@@ -242,20 +373,6 @@ pub fn center_crop(image: &RgbImage, width: u32, height: u32, fill: [u8; 3]) -> 
     image::imageops::crop_imm(&image, left, top, width, height).to_image()
 }
 
-/// Pads an image to a square with `fill`, the original centred (offsets rounded down), as
-/// LLaVA's `expand2square` does.
-pub fn pad_to_square(image: &RgbImage, fill: [u8; 3]) -> RgbImage {
-    let side = image.width().max(image.height());
-    if image.width() == image.height() {
-        return image.clone();
-    }
-    let mut out = RgbImage::from_pixel(side, side, image::Rgb(fill));
-    let left = (side - image.width()) / 2;
-    let top = (side - image.height()) / 2;
-    image::imageops::replace(&mut out, image, i64::from(left), i64::from(top));
-    out
-}
-
 /// How an image is brought to the model's input size (open_clip's `resize_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -297,9 +414,14 @@ pub struct Preprocess {
 impl Preprocess {
     /// The image at the model's input size, as open_clip's eval transform makes it (before
     /// conversion to a tensor).
-    pub fn resize_and_crop(&self, image: &RgbImage) -> RgbImage {
+    ///
+    /// Pictures outside the limits of [`crate::picture`] are refused before anything is
+    /// allocated: a centre crop first resizes the short side to the input size, which turns a
+    /// 1x60000 picture into 256x15360000.
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, PictureSizeError> {
         let (w, h) = (image.width(), image.height());
-        match self.resize_mode {
+        picture::check_size(w, h)?;
+        Ok(match self.resize_mode {
             ResizeMode::Squash => resize(image, self.width, self.height, self.interpolation),
             ResizeMode::Shortest if self.width == self.height => {
                 let (rw, rh) = shortest_side_size(w, h, self.width);
@@ -317,16 +439,16 @@ impl Preprocess {
                 let resized = resize(image, rw, rh, self.interpolation);
                 center_crop(&resized, self.width, self.height, self.fill)
             }
-        }
+        })
     }
 
     /// A batch of images as the model's normalised `[batch, 3, height, width]` f32 input.
-    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor> {
+    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor, ModelError> {
         let prepared: Vec<RgbImage> = images
             .par_iter()
             .map(|image| self.resize_and_crop(image))
-            .collect();
-        to_tensor(&prepared, &self.normalization, device)
+            .collect::<Result<_, _>>()?;
+        Ok(to_tensor(&prepared, &self.normalization, device)?)
     }
 }
 
@@ -336,7 +458,7 @@ pub fn to_tensor(
     images: &[RgbImage],
     normalization: &Normalization,
     device: &Device,
-) -> Result<Tensor> {
+) -> candle_core::Result<Tensor> {
     let Some(first) = images.first() else {
         candle_core::bail!("no images to convert");
     };
@@ -421,14 +543,39 @@ mod tests {
         assert_eq!(padded.get_pixel(1, 1), image.get_pixel(0, 0));
     }
 
+    /// The canvas of `pad_to_square_and_resize`, built.
+    fn padded_square(image: &RgbImage, fill: [u8; 3]) -> RgbImage {
+        let side = image.width().max(image.height());
+        let mut square = RgbImage::from_pixel(side, side, image::Rgb(fill));
+        let left = (side - image.width()) / 2;
+        let top = (side - image.height()) / 2;
+        image::imageops::replace(&mut square, image, i64::from(left), i64::from(top));
+        square
+    }
+
     #[test]
-    fn pad_to_square_centres_the_image() {
-        let image = gradient(6, 3);
-        let square = pad_to_square(&image, [1, 2, 3]);
-        assert_eq!((square.width(), square.height()), (6, 6));
-        assert_eq!(square.get_pixel(0, 0).0, [1, 2, 3]);
-        assert_eq!(square.get_pixel(0, 1), image.get_pixel(0, 0));
-        assert_eq!(square.get_pixel(5, 5).0, [1, 2, 3]);
+    fn padding_without_building_the_square_gives_the_same_bits() {
+        let fill = [123, 117, 104];
+        for (width, height) in [(6, 3), (3, 6), (40, 17), (17, 40), (5, 5), (1, 32), (64, 2)] {
+            let image = gradient(width, height);
+            let square = padded_square(&image, fill);
+            for side in [1, 4, 6, 16, 33, 64] {
+                for filter in [Interpolation::Bilinear, Interpolation::Bicubic] {
+                    let expected = resize(&square, side, side, filter);
+                    let padded = pad_to_square_and_resize(&image, fill, side, filter);
+                    assert_eq!(padded, expected, "{width}x{height} -> {side} {filter:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_thin_picture_is_padded_with_bounded_memory() {
+        // The square of a 1x60000 picture would take 10.8 GB.
+        let thin = RgbImage::from_pixel(1, 60000, image::Rgb([250, 250, 250]));
+        let resized = pad_to_square_and_resize(&thin, [0, 0, 0], 64, Interpolation::Bicubic);
+        assert_eq!(resized.dimensions(), (64, 64));
+        assert_eq!(resized.get_pixel(0, 0).0, [0, 0, 0]);
     }
 
     #[test]

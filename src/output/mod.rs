@@ -334,6 +334,7 @@ pub(crate) mod tests {
             ],
             embeddings: None,
             timings: Timings::default(),
+            decode_gaps: Vec::new(),
         }
     }
 

@@ -183,6 +183,13 @@ pub struct DecodeSettings {
     /// boundaries). Not the keyframes the pipeline selects.
     #[serde(alias = "keyframes_only")]
     pub codec_keyframes: bool,
+    /// Analyse from this time on (seconds from the start of the file); times stay counted
+    /// from the start of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_s: Option<f64>,
+    /// Analyse up to this time (seconds from the start of the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_s: Option<f64>,
 }
 
 impl Default for DecodeSettings {
@@ -190,6 +197,8 @@ impl Default for DecodeSettings {
         DecodeSettings {
             sample_fps: SampleRate::PerSecond(2.0),
             codec_keyframes: false,
+            start_s: None,
+            end_s: None,
         }
     }
 }
@@ -445,6 +454,22 @@ impl PipelineConfig {
             key: key.to_string(),
             problem: problem.to_string(),
         };
+        if let Some(start) = self.decode.start_s {
+            if !(start.is_finite() && start >= 0.0) {
+                return Err(bad(
+                    "decode.start_s",
+                    "must be a number of seconds, 0 or more",
+                ));
+            }
+        }
+        if let Some(end) = self.decode.end_s {
+            if !(end.is_finite() && end > self.decode.start_s.unwrap_or(0.0)) {
+                return Err(bad(
+                    "decode.end_s",
+                    "must be a number of seconds after decode.start_s",
+                ));
+            }
+        }
         if !(1..=256).contains(&self.embed.batch_size) {
             return Err(bad("embed.batch_size", "must be between 1 and 256"));
         }
@@ -561,6 +586,8 @@ mod tests {
             ("[caption]\nmax_tokens = 0\n", "caption.max_tokens"),
             ("[caption]\ndtype = \"f16\"\n", "caption.dtype"),
             ("[embed]\nbatch_size = 0\n", "embed.batch_size"),
+            ("[decode]\nstart_s = -1.0\n", "decode.start_s"),
+            ("[decode]\nstart_s = 5.0\nend_s = 5.0\n", "decode.end_s"),
             ("[decode]\nsample_fps = -1\n", "sample_fps"),
             ("[decode]\nsample_fps = \"fast\"\n", "fast"),
             (

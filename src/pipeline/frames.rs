@@ -7,9 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{PipelineError, Progress, Stages, StopSignal};
+use crate::analysis::DecodeGapRecord;
 use crate::atomic;
 use crate::time::MediaTime;
-use crate::video::{DecodeOptions, Frame, FrameReader, VideoInfo};
+use crate::video::{DecodeGap, DecodeOptions, Frame, FrameReader, VideoInfo};
 
 /// Frames waiting between decoding and writing.
 const FRAME_QUEUE: usize = 8;
@@ -39,6 +40,9 @@ pub struct FramesIndex {
     pub video: VideoInfo,
     /// The frames written, in time order.
     pub frames: Vec<WrittenFrame>,
+    /// Spans whose frames could not be decoded (damaged data); absent when there were none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decode_gaps: Vec<DecodeGapRecord>,
     /// Set when the video ended early (damaged or truncated); the frames before are kept.
     pub warning: Option<String>,
 }
@@ -97,12 +101,22 @@ pub fn write_frames(
     outcome?;
     let report = report_receiver.recv().unwrap_or_default();
     let frames = written_receiver.recv().unwrap_or_default();
+    for gap in &report.gaps {
+        progress.println(format!(
+            "warning: {}: {} to {}: {}",
+            video.display(),
+            gap.start,
+            gap.end,
+            gap.reason()
+        ));
+    }
     if let Some(warning) = &report.stopped_early {
         progress.println(format!("warning: {}: {warning}", video.display()));
     }
     let index = FramesIndex {
         video: info,
         frames,
+        decode_gaps: gap_records(&report.gaps),
         warning: report.stopped_early,
     };
     let index_path = out_dir.join("index.json");
@@ -112,6 +126,17 @@ pub fn write_frames(
         source,
     })?;
     Ok(index)
+}
+
+/// Decode gaps as the documents record them.
+pub(super) fn gap_records(gaps: &[DecodeGap]) -> Vec<DecodeGapRecord> {
+    gaps.iter()
+        .map(|gap| DecodeGapRecord {
+            start_s: gap.start.seconds(),
+            end_s: gap.end.seconds(),
+            reason: gap.reason(),
+        })
+        .collect()
 }
 
 /// Creates the output directory and checks that files can be written in it.

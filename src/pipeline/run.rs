@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::frames::gap_records;
 use super::{PipelineConfig, PipelineError, Progress, Stages, StopSignal};
 use crate::analysis::{
     Analysis, FrameEmbeddings, KeyframeRecord, ModelSource, ModelsRecord, SceneSpan, Timings,
@@ -56,7 +57,8 @@ pub enum RunEvent {
         /// Its caption, if captioned.
         caption: Option<String>,
     },
-    /// Decoding ended early (a damaged or truncated file); the frames before are kept.
+    /// Decoding skipped damaged data or ended early (a damaged or truncated file); the
+    /// frames decoded are kept.
     Warning(String),
 }
 
@@ -107,10 +109,17 @@ pub fn analyse(
         },
         mode: ResizeMode::Crop,
         keyframes_only: config.decode.codec_keyframes,
+        start: MediaTime::from_seconds(config.decode.start_s.unwrap_or(0.0)),
+        end: config.decode.end_s.map(MediaTime::from_seconds),
     };
     let reader = FrameReader::open(video, options)?;
     let info = reader.info().clone();
-    let duration = MediaTime::from_seconds(info.duration_s);
+    // The last scene ends where the range analysed ends.
+    let duration = MediaTime::from_seconds(match options.end {
+        Some(end) if info.duration_s <= 0.0 || end.seconds() < info.duration_s => end.seconds(),
+        _ => info.duration_s,
+    });
+    let range_start = options.start;
     let batch_size = config.embed.batch_size;
     let on_event = std::sync::Arc::new(on_event);
 
@@ -120,6 +129,7 @@ pub fn analyse(
     let (keyframe_sender, keyframe_receiver) = crossbeam_channel::unbounded::<KeyframeRecord>();
     let (frames_sender, frames_receiver) = crossbeam_channel::bounded(1);
     let (times_sender, times_receiver) = crossbeam_channel::bounded(1);
+    let (gaps_sender, gaps_receiver) = crossbeam_channel::bounded(1);
     let (caption_time_sender, caption_time_receiver) = crossbeam_channel::bounded(1);
     let (embedder_sender, embedder_receiver) = crossbeam_channel::bounded(1);
     let (captioner_sender, captioner_receiver) = crossbeam_channel::bounded(1);
@@ -136,9 +146,19 @@ pub fn analyse(
             let Some(frame) = frame else { break };
             signal.send(&frame_sender, frame)?;
         }
-        if let Some(warning) = reader.report().stopped_early.clone() {
+        let report = reader.report();
+        for gap in &report.gaps {
+            decode_events(RunEvent::Warning(format!(
+                "{} to {}: {}",
+                gap.start,
+                gap.end,
+                gap.reason()
+            )));
+        }
+        if let Some(warning) = report.stopped_early.clone() {
             decode_events(RunEvent::Warning(warning));
         }
+        let _ = gaps_sender.send(gap_records(&report.gaps));
         let _ = times_sender.send(decoding);
         Ok(())
     });
@@ -147,10 +167,12 @@ pub fn analyse(
     let embedder_name = embedder.name().to_string();
     let select = config.select.clone();
     stages.spawn("embed", move |signal| {
-        let mut selector = SceneSelector::new(select).map_err(|error| PipelineError::Failed {
-            stage: "select".into(),
-            message: error.to_string(),
-        })?;
+        let mut selector = SceneSelector::new(select)
+            .map_err(|error| PipelineError::Failed {
+                stage: "select".into(),
+                message: error.to_string(),
+            })?
+            .starting_at(range_start);
         let mut times = StageTimes::default();
         let mut frames = FrameEmbeddings {
             time_s: Vec::new(),
@@ -270,6 +292,7 @@ pub fn analyse(
     stages.join()?;
     let (frames, times) = frames_receiver.recv().map_err(|_| PipelineError::Stopped)?;
     let decode_time = times_receiver.recv().unwrap_or_default();
+    let decode_gaps = gaps_receiver.recv().unwrap_or_default();
     let caption_time = caption_time_receiver.recv().unwrap_or_default();
     let keyframes: Vec<KeyframeRecord> = keyframe_receiver.try_iter().collect();
     let analysis = Analysis {
@@ -291,6 +314,7 @@ pub fn analyse(
             caption_s: caption_time.as_secs_f64(),
             total_s: started.elapsed().as_secs_f64(),
         },
+        decode_gaps,
     };
     let embedder = embedder_receiver
         .recv()

@@ -2,6 +2,7 @@
 //! colour conversion and scaling, then crop or pad, then the display rotation.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use ffmpeg_next::format::Pixel;
@@ -12,6 +13,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::VideoError;
+use crate::picture::{self, PictureSizeError};
 
 /// The picture size frames are delivered at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -46,6 +48,9 @@ impl FromStr for Size {
         if width == 0 || height == 0 || width > 16384 || height > 16384 {
             return Err(bad());
         }
+        picture::check_size(width, height).map_err(|error| VideoError::BadSetting {
+            problem: format!("bad size `{text}`: {error}"),
+        })?;
         Ok(Size::Exact { width, height })
     }
 }
@@ -151,6 +156,8 @@ impl Layout {
 
 /// Converts decoded frames of one stream to RGB pictures of one size.
 pub(super) struct Converter {
+    /// The video, for errors.
+    path: PathBuf,
     target: Option<(u32, u32)>,
     mode: ResizeMode,
     rotation_deg: u32,
@@ -172,9 +179,10 @@ struct ScalerKey {
 unsafe impl Send for Converter {}
 
 impl Converter {
-    /// A converter to `size` with `mode` for a stream shown at `display_size`, rotated by
-    /// `rotation_deg`, with pixels `pixel_aspect` wide.
+    /// A converter to `size` with `mode` for the stream of `path` shown at `display_size`,
+    /// rotated by `rotation_deg`, with pixels `pixel_aspect` wide.
     pub(super) fn new(
+        path: &Path,
         size: Size,
         mode: ResizeMode,
         rotation_deg: u32,
@@ -186,6 +194,7 @@ impl Converter {
             Size::Exact { width, height } => Some((width, height)),
         };
         Converter {
+            path: path.to_path_buf(),
             target,
             mode,
             rotation_deg,
@@ -197,7 +206,16 @@ impl Converter {
     }
 
     /// Converts one decoded frame to an RGB picture in display orientation.
+    ///
+    /// The frame's size (which may change within a stream) and the size it is scaled to
+    /// are checked against the limits of [`crate::picture`] before anything is allocated.
     pub(super) fn convert(&mut self, frame: &VideoFrame) -> Result<RgbImage, VideoError> {
+        picture::check_size(frame.width(), frame.height()).map_err(|source| {
+            VideoError::PictureTooLarge {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         let target = self.target.unwrap_or(self.display_size);
         let layout = Layout::plan(
             (frame.width(), frame.height()),
@@ -218,29 +236,44 @@ impl Converter {
             None => true,
         };
         if rebuild {
+            let (width, height) = layout.scaled;
+            let cannot = |problem: String| VideoError::Decode {
+                path: self.path.clone(),
+                problem: format!(
+                    "cannot convert the {}x{} picture to RGB {width}x{height}: {problem}",
+                    key.width, key.height
+                ),
+            };
+            // Only the memory matters here: rounding can leave a fitted picture a little
+            // more lopsided than its source.
+            if u64::from(width) * u64::from(height) > picture::MAX_PIXELS {
+                let error = PictureSizeError::TooManyPixels { width, height };
+                return Err(cannot(error.to_string()));
+            }
             let mut scaler = Scaler::get(
                 key.format,
                 key.width,
                 key.height,
                 Pixel::RGB24,
-                layout.scaled.0,
-                layout.scaled.1,
+                width,
+                height,
                 Flags::BICUBIC | Flags::ACCURATE_RND | Flags::FULL_CHR_H_INT,
             )
-            .map_err(|error| VideoError::BadSetting {
-                problem: format!(
-                    "cannot convert {:?} {}x{} to RGB {}x{}: {error}",
-                    key.format, key.width, key.height, layout.scaled.0, layout.scaled.1
-                ),
-            })?;
+            .map_err(|error| cannot(error.to_string()))?;
             set_colorspace(&mut scaler, frame);
+            // Allocated here rather than by the scaler, which does not check that it worked.
+            let rgb = VideoFrame::new(Pixel::RGB24, width, height);
+            if rgb.planes() == 0 {
+                return Err(cannot("out of memory".to_string()));
+            }
             self.scaler = Some((key, scaler));
-            self.rgb = VideoFrame::empty();
+            self.rgb = rgb;
         }
         let (_, scaler) = self.scaler.as_mut().expect("scaler was just built");
         scaler
             .run(frame, &mut self.rgb)
-            .map_err(|error| VideoError::BadSetting {
+            .map_err(|error| VideoError::Decode {
+                path: self.path.clone(),
                 problem: format!("colour conversion failed: {error}"),
             })?;
         let scaled = packed_rgb(&self.rgb);

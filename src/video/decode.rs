@@ -1,8 +1,10 @@
 //! Decoding: frames in presentation order, sampled by time, converted to RGB; and accurate
 //! seeking to the frame on screen at a given time.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use ffmpeg_next::codec::packet::Ref as _;
 use ffmpeg_next::codec::threading;
 use ffmpeg_next::decoder;
 use ffmpeg_next::util::frame::video::Video as VideoFrame;
@@ -29,6 +31,37 @@ pub struct DecodeOptions {
     pub mode: ResizeMode,
     /// Decode key frames only (much faster; the sample rate then applies to key frames).
     pub keyframes_only: bool,
+    /// Where sampling starts: the first frame delivered is the one on screen at this time.
+    /// Decoding starts at the key frame before it; times still count from the file's start.
+    pub start: MediaTime,
+    /// Where decoding stops: no frame shown from this time on is delivered; `None` for the
+    /// end of the video.
+    pub end: Option<MediaTime>,
+}
+
+impl DecodeOptions {
+    /// Checks that the range from `start` to `end` lies in the video `info` describes.
+    pub fn check_range(&self, info: &VideoInfo) -> Result<(), VideoError> {
+        let bad_range = |problem: String| VideoError::BadSetting {
+            problem: format!("{}: {problem}", info.path.display()),
+        };
+        if let Some(end) = self.end {
+            if end <= self.start {
+                return Err(bad_range(format!(
+                    "the range to decode ends at {end}, not after its start at {}",
+                    self.start
+                )));
+            }
+        }
+        if info.duration_s > 0.0 && self.start.seconds() >= info.duration_s {
+            return Err(bad_range(format!(
+                "the range to decode starts at {}, not before the end of the video at {}",
+                self.start,
+                MediaTime::from_seconds(info.duration_s)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One sampled picture with its time.
@@ -54,9 +87,38 @@ pub struct DecodeReport {
     pub frames_delivered: u64,
     /// Packets the demuxer or decoder rejected as damaged and that were skipped.
     pub damaged_packets: u64,
+    /// Spans of the video whose frames could not be decoded, in time order.
+    pub gaps: Vec<DecodeGap>,
     /// Set when decoding ended before the end of the video: where and why.
     pub stopped_early: Option<String>,
 }
+
+/// A span of the video whose frames could not be decoded (damaged data): samples in it show
+/// the last good frame before it, or are missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeGap {
+    /// The time of the first frame that could not be decoded.
+    pub start: MediaTime,
+    /// The time of the next frame decoded after it (or the end of the video).
+    pub end: MediaTime,
+    /// Frames of the file in the span that the decoder could not produce; 0 when the
+    /// demuxer skipped damaged data and the number is unknown.
+    pub frames_lost: u64,
+}
+
+impl DecodeGap {
+    /// Why the span has no frames, in a few words.
+    pub fn reason(&self) -> String {
+        match self.frames_lost {
+            0 => "damaged data skipped while reading the file".to_string(),
+            1 => "1 frame could not be decoded (damaged data)".to_string(),
+            lost => format!("{lost} frames could not be decoded (damaged data)"),
+        }
+    }
+}
+
+/// Gaps closer than this many seconds are reported as one.
+const GAP_MERGE_S: f64 = 1.0;
 
 /// Reads a video front to back, delivering sampled frames in presentation order.
 pub struct FrameReader {
@@ -76,18 +138,25 @@ pub struct FrameReader {
 struct FrameStamp {
     seconds: f64,
     pts: i64,
-    number: u64,
+    number: Option<u64>,
 }
 
 impl FrameReader {
     /// Opens `path` for decoding with `options`.
     pub fn open(path: &Path, options: DecodeOptions) -> Result<Self, VideoError> {
-        let stream = DecodingStream::open(path, options.keyframes_only)?;
+        let mut stream = DecodingStream::open(path, options.keyframes_only)?;
+        options.check_range(&stream.opened.info)?;
+        let start = options.start.seconds();
+        stream.range_end = options.end.map(MediaTime::seconds);
+        if start > 0.0 {
+            stream.seek_before(start)?;
+            stream.range_start = start;
+        }
         let converter = stream.converter(options.size, options.mode);
         Ok(FrameReader {
             stream,
             converter,
-            sampler: Sampler::new(options.sample_rate, 0.0),
+            sampler: Sampler::new(options.sample_rate, start),
             held: VideoFrame::empty(),
             held_at: None,
             scratch: VideoFrame::empty(),
@@ -123,10 +192,16 @@ impl FrameReader {
                 // Out-of-order timestamps from a damaged stream: keep time monotonic.
                 continue;
             }
+            if self.stream.range_end.is_some_and(|end| seconds >= end) {
+                self.stream.reached_range_end = true;
+                break;
+            }
+            // After a seek the frames' positions in the stream are unknown.
+            let number = (self.stream.range_start == 0.0).then_some(self.report.frames_decoded);
             let stamp = FrameStamp {
                 seconds,
                 pts,
-                number: self.report.frames_decoded,
+                number,
             };
             self.report.frames_decoded += 1;
             let deliver_held = self.sampler.arrive(seconds);
@@ -142,11 +217,14 @@ impl FrameReader {
             }
         }
         self.finished = true;
-        self.report.damaged_packets = self.stream.damaged_packets;
-        self.report.stopped_early = self.stream.stopped_early();
         let shown_until = self
             .held_at
             .map(|held| self.stream.shown_until(held.seconds));
+        self.stream
+            .close_gaps(shown_until.unwrap_or(self.stream.demuxed_until));
+        self.report.damaged_packets = self.stream.damaged_packets;
+        self.report.gaps = std::mem::take(&mut self.stream.gaps);
+        self.report.stopped_early = self.stream.stopped_early();
         match shown_until {
             Some(end) if self.sampler.finish(end) => Ok(Some(self.deliver_held()?)),
             _ => Ok(None),
@@ -162,7 +240,7 @@ impl FrameReader {
         Ok(Frame {
             time: MediaTime::from_seconds(stamp.seconds),
             pts: stamp.pts,
-            number: Some(stamp.number),
+            number: stamp.number,
             image,
         })
     }
@@ -257,6 +335,21 @@ struct DecodingStream {
     demuxed_until: f64,
     read_error: Option<String>,
     damaged_packets: u64,
+    /// Where the range decoded starts, in seconds; frames lost before it are not gaps (the
+    /// decoder drops the frames that lead into the key frame a seek lands on).
+    range_start: f64,
+    /// Where the range decoded ends, in seconds, if before the end of the video.
+    range_end: Option<f64>,
+    /// Whether decoding stopped at `range_end`.
+    reached_range_end: bool,
+    /// Presentation timestamps of the packets sent to the decoder whose frames have not
+    /// come out yet. Frames come out in presentation order, so once a later frame has come
+    /// out, an earlier timestamp still here is a frame the decoder could not produce.
+    awaited: BTreeSet<i64>,
+    /// Where the demuxer started skipping damaged data (seconds), until the next good packet.
+    skipping_since: Option<f64>,
+    /// The gaps found so far, in time order.
+    gaps: Vec<DecodeGap>,
 }
 
 impl DecodingStream {
@@ -292,6 +385,12 @@ impl DecodingStream {
             demuxed_until: 0.0,
             read_error: None,
             damaged_packets: 0,
+            range_start: 0.0,
+            range_end: None,
+            reached_range_end: false,
+            awaited: BTreeSet::new(),
+            skipping_since: None,
+            gaps: Vec::new(),
         })
     }
 
@@ -303,6 +402,7 @@ impl DecodingStream {
             f64::from(info.width) / f64::from(info.coded_width)
         };
         Converter::new(
+            &info.path,
             size,
             mode,
             info.rotation_deg,
@@ -322,22 +422,28 @@ impl DecodingStream {
     }
 
     /// When the last frame, shown from `seconds`, leaves the screen: one nominal frame later,
-    /// but not after the video's stated end.
+    /// but not after the video's stated end or the end of the range decoded.
     fn shown_until(&self, seconds: f64) -> f64 {
         let nominal_end = seconds + self.nominal_frame_seconds();
         let duration = self.opened.info.duration_s;
-        if duration > seconds {
+        let video_end = if duration > seconds {
             nominal_end.min(duration)
         } else {
             nominal_end
-        }
+        };
+        self.range_end.map_or(video_end, |end| video_end.min(end))
     }
 
     /// Decodes the next frame into `frame`; `false` once the stream is exhausted.
     fn receive(&mut self, frame: &mut VideoFrame) -> Result<bool, VideoError> {
         loop {
             match self.decoder.receive_frame(frame) {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    if let Some(pts) = frame.pts() {
+                        self.frame_came_out(pts);
+                    }
+                    return Ok(true);
+                }
                 Err(ffmpeg_next::Error::Eof) => return Ok(false),
                 Err(ffmpeg_next::Error::Other { errno }) if errno == libc_eagain() => {
                     if self.draining {
@@ -371,6 +477,7 @@ impl DecodingStream {
                 {
                     bad_in_a_row += 1;
                     self.damaged_packets += 1;
+                    self.skipping_since.get_or_insert(self.demuxed_until);
                     continue;
                 }
                 Err(error) => {
@@ -383,11 +490,23 @@ impl DecodingStream {
                 continue;
             }
             if let Some(pts) = packet.pts() {
+                let seconds = self.opened.seconds(pts);
+                if let Some(since) = self.skipping_since.take() {
+                    if seconds > since {
+                        self.add_gap(since, seconds, 0);
+                    }
+                }
                 let end = pts + packet.duration().max(0);
                 self.demuxed_until = self.demuxed_until.max(self.opened.seconds(end));
             }
             if self.keyframes_only && !packet.is_key() {
                 continue;
+            }
+            // SAFETY: reading a plain field of the packet just read.
+            let discarded =
+                unsafe { (*packet.as_ptr()).flags } & ffmpeg_next::ffi::AV_PKT_FLAG_DISCARD != 0;
+            if let Some(pts) = packet.pts().filter(|_| !discarded) {
+                self.awaited.insert(pts);
             }
             match self.decoder.send_packet(&packet) {
                 Ok(()) => return,
@@ -398,6 +517,60 @@ impl DecodingStream {
         self.draining = true;
         // Sending end-of-stream twice is harmless; its error carries no information.
         let _ = self.decoder.send_eof();
+    }
+
+    /// A frame with timestamp `pts` came out of the decoder: the frames awaited before it
+    /// were lost.
+    fn frame_came_out(&mut self, pts: i64) {
+        let later = self.awaited.split_off(&pts);
+        let lost = std::mem::replace(&mut self.awaited, later);
+        self.awaited.remove(&pts);
+        self.record_lost(&lost, self.opened.seconds(pts));
+    }
+
+    /// Records `lost` timestamps (in order) as a gap ending at `end` seconds, or when the
+    /// last lost frame would have left the screen if that is later; frames before the range
+    /// decoded are left out.
+    fn record_lost(&mut self, lost: &BTreeSet<i64>, end: f64) {
+        let times: Vec<f64> = lost
+            .iter()
+            .map(|&pts| self.opened.seconds(pts))
+            .filter(|&seconds| seconds >= self.range_start)
+            .collect();
+        if let (Some(&start), Some(&last)) = (times.first(), times.last()) {
+            let end = end.max(last + self.nominal_frame_seconds());
+            self.add_gap(start, end, times.len() as u64);
+        }
+    }
+
+    /// Adds a gap, merged with the previous one when they are close.
+    fn add_gap(&mut self, start: f64, end: f64, frames_lost: u64) {
+        if let Some(previous) = self.gaps.last_mut() {
+            if start - previous.end.seconds() < GAP_MERGE_S {
+                previous.end = MediaTime::from_seconds(end.max(previous.end.seconds()));
+                previous.frames_lost += frames_lost;
+                return;
+            }
+        }
+        self.gaps.push(DecodeGap {
+            start: MediaTime::from_seconds(start),
+            end: MediaTime::from_seconds(end),
+            frames_lost,
+        });
+    }
+
+    /// Decoding ended with the last frame shown until `end` seconds: frames still awaited
+    /// were lost, unless decoding stopped at the end of the range on purpose.
+    fn close_gaps(&mut self, end: f64) {
+        let awaited = std::mem::take(&mut self.awaited);
+        if !self.reached_range_end {
+            self.record_lost(&awaited, end);
+        }
+        if let Some(since) = self.skipping_since.take() {
+            if end > since {
+                self.add_gap(since, end, 0);
+            }
+        }
     }
 
     /// Seeks to the key frame at or before `seconds` and resets the decoder.
@@ -419,6 +592,8 @@ impl DecodingStream {
             })?;
         self.decoder.flush();
         self.draining = false;
+        self.awaited.clear();
+        self.skipping_since = None;
         Ok(())
     }
 
@@ -430,7 +605,9 @@ impl DecodingStream {
             return Some(format!("reading stopped at {reached}: {error}"));
         }
         let tolerance = (3.0 * self.nominal_frame_seconds()).max(0.5);
-        (duration > 0.0 && self.demuxed_until + tolerance < duration).then(|| {
+        let expected_end = self.range_end.map_or(duration, |end| end.min(duration));
+        let truncated = duration > 0.0 && self.demuxed_until + tolerance < expected_end;
+        (truncated && !self.reached_range_end).then(|| {
             format!(
                 "the file ends at {reached} but says it lasts {} (truncated?)",
                 MediaTime::from_seconds(duration)

@@ -7,6 +7,7 @@
 
 mod convert;
 mod decode;
+mod input;
 mod probe;
 mod sampling;
 
@@ -16,7 +17,7 @@ use std::sync::Once;
 use thiserror::Error;
 
 pub use convert::{ResizeMode, Size};
-pub use decode::{DecodeOptions, DecodeReport, Frame, FrameReader, FrameSeeker};
+pub use decode::{DecodeGap, DecodeOptions, DecodeReport, Frame, FrameReader, FrameSeeker};
 pub use probe::{probe, VideoInfo};
 pub use sampling::SampleRate;
 
@@ -56,6 +57,23 @@ pub enum VideoError {
         path: PathBuf,
         /// FFmpeg's explanation.
         reason: String,
+    },
+    /// A local file that would make FFmpeg read other files or the network (a playlist, a
+    /// concat list, a session description): refused.
+    #[error("{}: {what}, which refers to other files or streams; keyscribe reads only self-contained local media files (pass it as a file:// URL to let FFmpeg follow it)", path.display())]
+    RefersToOtherFiles {
+        /// The input path.
+        path: PathBuf,
+        /// What the file is.
+        what: String,
+    },
+    /// The video's pictures are outside the size limits of [`crate::picture`].
+    #[error("{}: {source}", path.display())]
+    PictureTooLarge {
+        /// The input path.
+        path: PathBuf,
+        /// Which limit they exceed.
+        source: crate::picture::PictureSizeError,
     },
     /// The file holds media but no video stream (e.g. an audio file).
     #[error("{}: has no video stream{}", path.display(), if *has_audio { " (it holds only audio)" } else { "" })]

@@ -8,7 +8,9 @@ use ffmpeg_next::media;
 use ffmpeg_next::Rational;
 use serde::Serialize;
 
-use super::{check_input_file, init, VideoError};
+use super::input::open_input;
+use super::{init, VideoError};
+use crate::picture;
 
 /// How many video packets are demuxed to judge whether the frame rate is variable.
 const RATE_PROBE_PACKETS: usize = 240;
@@ -16,7 +18,8 @@ const RATE_PROBE_PACKETS: usize = 240;
 /// Metadata of a video file as FFmpeg reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VideoInfo {
-    /// The file.
+    /// The file (written as text, non-UTF-8 bytes replaced).
+    #[serde(serialize_with = "serialize_lossy")]
     pub path: PathBuf,
     /// FFmpeg's name for the container format, e.g. `mov,mp4,m4a,3gp,3g2,mj2`.
     pub container: String,
@@ -46,6 +49,10 @@ pub struct VideoInfo {
     pub has_audio: bool,
 }
 
+fn serialize_lossy<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
 /// Reads a file's metadata without decoding pictures.
 pub fn probe(path: &Path) -> Result<VideoInfo, VideoError> {
     let mut opened = OpenedVideo::open(path)?;
@@ -67,11 +74,7 @@ impl OpenedVideo {
     /// Opens `path` with FFmpeg and picks its main video stream.
     pub(super) fn open(path: &Path) -> Result<Self, VideoError> {
         init();
-        check_input_file(path)?;
-        let input = ffmpeg_next::format::input(path).map_err(|error| VideoError::NotMedia {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
+        let input = open_input(path)?;
         let has_audio = input
             .streams()
             .any(|s| s.parameters().medium() == media::Type::Audio);
@@ -110,6 +113,14 @@ impl OpenedVideo {
         let duration_s = duration_seconds(&input, &stream);
         let frames = stream.frames();
         let (width, height) = display_size(coded_width, coded_height, sample_aspect, rotation_deg);
+        for (picture_width, picture_height) in [(coded_width, coded_height), (width, height)] {
+            picture::check_size(picture_width, picture_height).map_err(|source| {
+                VideoError::PictureTooLarge {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        }
         let info = VideoInfo {
             path: path.to_path_buf(),
             container: input.format().name().to_string(),
