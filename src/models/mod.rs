@@ -8,7 +8,6 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod fastvit;
 pub mod fastvlm;
-mod html_entities;
 pub mod kernels;
 pub mod mobileclip;
 pub mod preprocess;

@@ -1,117 +1,24 @@
-//! CLIP's tokenizer as open_clip runs it for MobileCLIP2: text cleaning, lower-casing,
-//! byte-level BPE from the checkpoint's `tokenizer.json`, start/end tokens, truncation and
-//! zero padding to the context length.
+//! open_clip's text cleaning for CLIP (`_clean_lower`): `ftfy.fix_text`, Python's
+//! `html.unescape` twice, white space collapsed, lower case.
 //!
-//! open_clip's `SimpleTokenizer` cleans text before splitting it: `ftfy.fix_text`, HTML
-//! unescaping (twice), whitespace collapsing, lower-casing. The Hub's `tokenizer.json` only
-//! normalises (NFC, whitespace, lower case), so the two disagree on curly quotes, HTML
-//! entities, ligatures, full-width forms and control characters; [`clean_text`] does
-//! open_clip's cleaning first, and the BPE of `tokenizer.json` then gives open_clip's ids.
-//!
-//! Of ftfy, everything that applies to well-formed Unicode text is reproduced (HTML
-//! entities, C1 controls, Latin ligatures, character width, curly quotes, terminal escapes,
-//! control characters, NFC, repeated until nothing changes). Not reproduced: ftfy's repair
-//! of mojibake (text decoded with the wrong encoding, such as `Ã©` for `é`), and the HTML 5
-//! entity names beyond HTML 4's (see `html_entities`).
+//! Of ftfy 6's default fixes, every one that applies to well-formed Unicode text is
+//! reproduced: HTML entities (all of HTML 5's names, numeric references, upper-cased names),
+//! C1 control characters read as Windows-1252, Latin ligatures, full- and half-width forms,
+//! curly quotes, line breaks, terminal escapes, control characters, NFC, repeated until the
+//! text no longer changes, line by line. Not reproduced: ftfy's repair of mojibake
+//! (`fix_encoding`: text decoded with the wrong encoding, such as `cafÃ©` for `café`), which
+//! leaves other text alone; `tests/fixtures/make_clip_tokens.py` checks that it changes none
+//! of the parity strings, on which keyscribe's ids equal open_clip's.
 
-use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
-use tokenizers::{NormalizedString, Tokenizer};
+use regex::Regex;
+use tokenizers::NormalizedString;
 
 use super::html_entities;
-use super::ModelError;
 
-/// The start-of-text token as the Hub's `tokenizer.json` names it.
-pub const START_OF_TEXT: &str = "<|startoftext|>";
-/// The end-of-text token as the Hub's `tokenizer.json` names it.
-pub const END_OF_TEXT: &str = "<|endoftext|>";
-
-/// CLIP's tokenizer: `tokenizer.json` plus open_clip's cleaning and framing.
-#[derive(Clone)]
-pub struct ClipTokenizer {
-    tokenizer: Tokenizer,
-    start_of_text: u32,
-    end_of_text: u32,
-    context_length: usize,
-}
-
-impl std::fmt::Debug for ClipTokenizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer")
-            .field("start_of_text", &self.start_of_text)
-            .field("end_of_text", &self.end_of_text)
-            .field("context_length", &self.context_length)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClipTokenizer {
-    /// Reads a CLIP `tokenizer.json`; every text becomes `context_length` ids.
-    pub fn from_file(path: &Path, context_length: usize) -> Result<Self, ModelError> {
-        let bad = |problem: String| ModelError::BadFile {
-            path: path.to_path_buf(),
-            problem,
-        };
-        if !path.is_file() {
-            return Err(ModelError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|error| bad(format!("not a readable tokenizer.json ({error})")))?;
-        let special = |token: &str| {
-            tokenizer
-                .token_to_id(token)
-                .ok_or_else(|| bad(format!("the vocabulary has no `{token}` token")))
-        };
-        if context_length < 2 {
-            return Err(bad(format!(
-                "a context of {context_length} tokens cannot hold the start and end tokens"
-            )));
-        }
-        Ok(Self {
-            start_of_text: special(START_OF_TEXT)?,
-            end_of_text: special(END_OF_TEXT)?,
-            tokenizer,
-            context_length,
-        })
-    }
-
-    /// Tokens per text.
-    pub fn context_length(&self) -> usize {
-        self.context_length
-    }
-
-    /// The end-of-text id, where the text tower pools.
-    pub fn end_of_text(&self) -> u32 {
-        self.end_of_text
-    }
-
-    /// One text as open_clip's tokenizer gives it: start token, the cleaned text's BPE ids
-    /// (cut so that the end token still fits), end token, zeros up to the context length.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
-        let cleaned = clean_text(text);
-        let encoding = self
-            .tokenizer
-            .encode(cleaned.as_str(), false)
-            .map_err(|error| ModelError::BadFile {
-                path: PathBuf::from("tokenizer.json"),
-                problem: format!("cannot tokenize {text:?}: {error}"),
-            })?;
-        let body = encoding.get_ids();
-        let keep = body.len().min(self.context_length - 2);
-        let mut ids = Vec::with_capacity(self.context_length);
-        ids.push(self.start_of_text);
-        ids.extend_from_slice(&body[..keep]);
-        ids.push(self.end_of_text);
-        ids.resize(self.context_length, 0);
-        Ok(ids)
-    }
-}
-
-/// open_clip's text cleaning for CLIP (`_clean_lower`): ftfy's fixes, HTML unescaping twice,
-/// whitespace runs collapsed to one space and trimmed, lower case.
+/// open_clip's cleaning: ftfy's fixes, HTML unescaping twice, white space runs collapsed to
+/// one space and trimmed, lower case.
 pub fn clean_text(text: &str) -> String {
     let fixed = fix_text(text);
     let unescaped = html_unescape(&html_unescape(&fixed));
@@ -157,7 +64,7 @@ fn fix_line(line: &str, unescape: bool) -> String {
         fixed = fixed.chars().map(uncurl_quote).collect();
         fixed = fix_line_breaks(&fixed);
         fixed = remove_terminal_escapes(&fixed);
-        fixed.retain(|c| !is_removed_control(&c));
+        fixed.retain(|c| !is_removed_control(c));
         let mut normalized = NormalizedString::from(fixed.as_str());
         normalized.nfc();
         let fixed = normalized.get().to_string();
@@ -240,52 +147,31 @@ fn fix_line_breaks(text: &str) -> String {
         .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
 }
 
-/// ftfy's `remove_terminal_escapes`: ANSI sequences `ESC [ digits-and-semicolons letter`.
+/// ftfy's `remove_terminal_escapes`: ANSI sequences `ESC [ digits-and-semicolons letter`,
+/// where a digit is any decimal digit (Python's `\d`).
 fn remove_terminal_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("\u{1b}[") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let params = after
-            .find(|c: char| !(c.is_ascii_digit() || c == ';'))
-            .unwrap_or(after.len());
-        match after[params..].chars().next() {
-            Some(letter) if letter.is_ascii_alphabetic() => {
-                rest = &after[params + 1..];
-            }
-            _ => {
-                out.push_str("\u{1b}[");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    static ANSI_ESCAPE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\x1b\[(?:\d|;)*[a-zA-Z]").expect("a valid pattern"));
+    ANSI_ESCAPE.replace_all(text, "").into_owned()
 }
 
 /// The control characters ftfy's `remove_control_chars` deletes.
-fn is_removed_control(c: &char) -> bool {
-    matches!(*c,
+fn is_removed_control(c: char) -> bool {
+    matches!(c,
         '\u{0}'..='\u{8}' | '\u{b}' | '\u{e}'..='\u{1f}' | '\u{7f}'
         | '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffc}')
 }
 
-/// The value of a named entity (`name` without `&`, with or without the final `;`) as
-/// Python's `html.entities.html5` gives it.
-fn named_entity(name: &str) -> Option<&'static str> {
-    let (bare, terminated) = match name.strip_suffix(';') {
-        Some(bare) => (bare, true),
-        None => (name, false),
-    };
-    html_entities::NAMED
-        .iter()
-        .find(|(entity, _, legacy)| *entity == bare && (terminated || *legacy))
-        .map(|(_, value, _)| *value)
+/// Looks a name up in a table sorted by name.
+fn lookup(table: &'static [(&'static str, &'static str)], name: &str) -> Option<&'static str> {
+    table
+        .binary_search_by(|(entry, _)| (*entry).cmp(name))
+        .ok()
+        .map(|index| table[index].1)
 }
 
-/// ftfy's `unescape_html`: entities of the form `&name;` / `&#123;` / `&#x1F;` (1 to 24
-/// alphanumerics), including upper-cased names of Latin letters, decoded when known.
+/// ftfy's `unescape_html`: references of the form `&name;` / `&#123;` / `&#x1F;` (1 to 24
+/// ASCII letters and digits) decoded when known, including the upper-cased names ftfy adds.
 fn ftfy_unescape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -309,14 +195,8 @@ fn ftfy_unescape_html(text: &str) -> String {
                 let unescaped = html_unescape(entity);
                 (!unescaped.contains(';')).then_some(unescaped)
             } else {
-                named_entity(name)
-                    .or_else(|| {
-                        let bare = &name[..name.len() - 1];
-                        html_entities::UPPERCASE
-                            .iter()
-                            .find(|(upper, _)| *upper == bare)
-                            .map(|(_, value)| *value)
-                    })
+                lookup(html_entities::HTML5, name)
+                    .or_else(|| lookup(html_entities::UPPER_CASE, name))
                     .map(str::to_string)
             };
             match decoded {
@@ -353,8 +233,9 @@ fn numeric_reference(digits: &str, radix: u32) -> String {
     }
 }
 
-/// Python's `html.unescape`: numeric references (with or without `;`), named entities, and
-/// legacy names written without `;` even when letters follow (`&copy2024`).
+/// Python's `html.unescape`: numeric references (with or without `;`), HTML 5's named
+/// references, and names HTML 5 accepts without `;` even when more letters follow
+/// (`&copy2024`).
 fn html_unescape(text: &str) -> String {
     if !text.contains('&') {
         return text.to_string();
@@ -416,16 +297,15 @@ fn named_reference(candidate: &str, out: &mut String) -> Option<usize> {
     }
     let with_semicolon = candidate[name_len..].starts_with(';');
     let matched = &candidate[..name_len + usize::from(with_semicolon)];
-    if let Some(value) = named_entity(matched) {
+    if let Some(value) = lookup(html_entities::HTML5, matched) {
         out.push_str(value);
         return Some(matched.len());
     }
-    // The longest legacy name (no `;`) that starts the match, the rest kept as text.
+    // The longest name that starts the match (at least two characters, short of the whole
+    // match, so without `;`), the rest kept as text.
     let boundaries: Vec<usize> = matched.char_indices().map(|(i, _)| i).skip(2).collect();
     for &end in boundaries.iter().rev() {
-        if let Some(value) =
-            named_entity(&matched[..end]).filter(|_| !matched[..end].ends_with(';'))
-        {
+        if let Some(value) = lookup(html_entities::HTML5, &matched[..end]) {
             out.push_str(value);
             out.push_str(&matched[end..]);
             return Some(matched.len());
@@ -441,6 +321,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn entity_tables_are_sorted_for_binary_search() {
+        for table in [html_entities::HTML5, html_entities::UPPER_CASE] {
+            assert!(table.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        }
+    }
+
+    #[test]
     fn html_unescape_follows_python() {
         assert_eq!(html_unescape("a &amp; b"), "a & b");
         assert_eq!(html_unescape("&lt;b&gt;"), "<b>");
@@ -453,6 +340,7 @@ mod tests {
         assert_eq!(html_unescape("&unknown; & &# &#x;"), "&unknown; & &# &#x;");
         assert_eq!(html_unescape("&amp;amp;"), "&amp;");
         assert_eq!(html_unescape("&notit;"), "\u{ac}it;");
+        assert_eq!(html_unescape("&checkmark; &NewLine;"), "\u{2713} \n");
     }
 
     #[test]
@@ -460,6 +348,7 @@ mod tests {
         assert_eq!(ftfy_unescape_html("&amp &amp;"), "&amp &");
         assert_eq!(ftfy_unescape_html("P&EACUTE;REZ"), "P\u{c9}REZ");
         assert_eq!(ftfy_unescape_html("&#x263A;"), "\u{263a}");
+        assert_eq!(ftfy_unescape_html("&Jscr;ohn &FJLIG;"), "\u{1d4a5}ohn FJ");
     }
 
     #[test]
@@ -473,6 +362,7 @@ mod tests {
         assert_eq!(clean_text("&amp;amp;amp;"), "&");
         assert_eq!(clean_text("<b>&amp;amp;amp;</b>"), "<b>&amp;</b>");
         assert_eq!(clean_text("\u{1b}[31mred\u{1b}[0m"), "red");
+        assert_eq!(clean_text("\u{1b}[\u{661}mx"), "x");
         assert_eq!(clean_text("a\u{0}b\u{feff}c"), "abc");
         assert_eq!(clean_text("cafe\u{301}"), "caf\u{e9}");
         assert_eq!(clean_text("x\u{85}y"), "x\u{2026}y");
