@@ -72,7 +72,7 @@ pub struct Frame {
     /// The frame's raw presentation timestamp in the stream's time base.
     pub pts: i64,
     /// Position of the frame among all decoded frames of the stream, from 0; unknown for
-    /// frames fetched by seeking.
+    /// frames fetched by seeking, and for a range that starts after 0 (reached by seeking).
     pub number: Option<u64>,
     /// The picture, in display orientation.
     pub image: RgbImage,
