@@ -367,7 +367,7 @@ fn frames_takes_a_range_with_times_from_the_start_of_the_file() {
 fn a_corrupt_middle_warns_and_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.mp4");
-    bad_inputs::corrupt_middle(&common::scenes_sample(), &corrupt, 100_000);
+    bad_inputs::corrupt_mp4_media(&common::scenes_sample(), &corrupt, 100_000);
     let out = dir.path().join("frames");
     let output = keyscribe(&[
         "frames",

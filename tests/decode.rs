@@ -406,7 +406,7 @@ fn a_range_outside_the_video_is_a_named_error() {
 fn a_corrupt_middle_is_reported_as_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.mp4");
-    bad_inputs::corrupt_middle(&common::scenes_sample(), &corrupt, 100_000);
+    bad_inputs::corrupt_mp4_media(&common::scenes_sample(), &corrupt, 100_000);
     let mut reader = FrameReader::open(&corrupt, at_rate(2.0)).unwrap();
     let mut times = Vec::new();
     while let Some(frame) = reader.next_frame().unwrap() {
@@ -430,6 +430,40 @@ fn a_corrupt_middle_is_reported_as_a_gap() {
     assert!(times.iter().any(|&t| t < gap.start.seconds()));
     assert!(times.iter().any(|&t| t >= gap.end.seconds()));
     assert_eq!(report.stopped_early, None);
+}
+
+#[test]
+fn data_a_demuxer_skips_is_reported_as_a_gap() {
+    // Matroska has no index to read blocks by: its demuxer resyncs after the damage and
+    // drops what lies in it, without an error.
+    let dir = tempfile::tempdir().unwrap();
+    let intact = dir.path().join("scenes.mkv");
+    bad_inputs::remux(&common::scenes_sample(), &intact);
+    let corrupt = dir.path().join("corrupt.mkv");
+    bad_inputs::corrupt_file_middle(&intact, &corrupt, 100_000);
+    for (path, damaged) in [(&intact, false), (&corrupt, true)] {
+        let mut reader = FrameReader::open(path, at_rate(2.0)).unwrap();
+        while reader.next_frame().unwrap().is_some() {}
+        let report = reader.report();
+        if !damaged {
+            assert!(report.gaps.is_empty(), "{report:?}");
+            continue;
+        }
+        assert_eq!(report.gaps.len(), 1, "{report:?}");
+        let gap = &report.gaps[0];
+        assert!(
+            gap.start.seconds() > 10.0 && gap.end.seconds() < 20.0,
+            "{gap:?}"
+        );
+        // 100 kB of the 30 s, 1.4 MB sample hold about 2 s of video.
+        assert!(gap.end.seconds() - gap.start.seconds() > 1.0, "{gap:?}");
+    }
+    // Variable-rate video jumps in time without any damage.
+    let variable = dir.path().join("vfr.mkv");
+    bad_inputs::remux(&video("vfr.mp4"), &variable);
+    let mut reader = FrameReader::open(&variable, at_rate(2.0)).unwrap();
+    while reader.next_frame().unwrap().is_some() {}
+    assert!(reader.report().gaps.is_empty(), "{:?}", reader.report());
 }
 
 #[test]

@@ -210,17 +210,14 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
     // Only the picture rows some output row reads take part in the horizontal pass.
     let needed_rows = match &vertical {
         Some(vertical) => {
+            // The taps move forward with the output row.
             let mut spans = vertical
                 .iter()
                 .map(CanvasTaps::span)
-                .filter(|s| !s.is_empty());
-            match spans.next() {
-                Some(first) => {
-                    let last = spans.last().unwrap_or_else(|| first.clone());
-                    first.start..last.end
-                }
-                None => 0..0,
-            }
+                .filter(|span| !span.is_empty());
+            let first = spans.next().unwrap_or(0..0);
+            let last = spans.next_back().unwrap_or_else(|| first.clone());
+            first.start..last.end
         }
         None => 0..picture_h,
     };

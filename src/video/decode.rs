@@ -72,7 +72,7 @@ pub struct Frame {
     /// The frame's raw presentation timestamp in the stream's time base.
     pub pts: i64,
     /// Position of the frame among all decoded frames of the stream, from 0; unknown for
-    /// frames fetched by seeking.
+    /// frames fetched by seeking, and for a range that starts after 0 (reached by seeking).
     pub number: Option<u64>,
     /// The picture, in display orientation.
     pub image: RgbImage,
@@ -119,6 +119,18 @@ impl DecodeGap {
 
 /// Gaps closer than this many seconds are reported as one.
 const GAP_MERGE_S: f64 = 1.0;
+
+/// Bytes between two packets beyond which the demuxer is taken to have skipped data: what
+/// containers put between packets (block, cluster and box headers) is far smaller.
+const SKIPPED_BYTES: i64 = 4096;
+
+/// A jump in the video's decoding time longer than this many frame durations, made just
+/// after the demuxer skipped bytes, is a hole in the file.
+const HOLE_FRAMES: f64 = 4.0;
+
+/// How many video packets after skipped bytes a jump in time is put down to them: a demuxer
+/// that resyncs inside damaged data can read a few packets out of it first.
+const HOLE_WINDOW_PACKETS: u32 = 16;
 
 /// Reads a video front to back, delivering sampled frames in presentation order.
 pub struct FrameReader {
@@ -346,8 +358,17 @@ struct DecodingStream {
     /// come out yet. Frames come out in presentation order, so once a later frame has come
     /// out, an earlier timestamp still here is a frame the decoder could not produce.
     awaited: BTreeSet<i64>,
+    /// Whether decoded frames carry their packets' timestamps, so that lost frames show.
+    matches_frames: bool,
     /// Where the demuxer started skipping damaged data (seconds), until the next good packet.
     skipping_since: Option<f64>,
+    /// Where the last packet read ends in the file (bytes), when the container says.
+    packet_end_byte: Option<i64>,
+    /// Video packets read since the demuxer last skipped bytes, within the window in which a
+    /// jump in time is put down to them.
+    packets_since_skip: Option<u32>,
+    /// When the last video packet ends (decoding time, seconds) and how long it lasts.
+    previous_video: Option<(f64, f64)>,
     /// The gaps found so far, in time order.
     gaps: Vec<DecodeGap>,
 }
@@ -389,7 +410,11 @@ impl DecodingStream {
             range_end: None,
             reached_range_end: false,
             awaited: BTreeSet::new(),
+            matches_frames: true,
             skipping_since: None,
+            packet_end_byte: None,
+            packets_since_skip: None,
+            previous_video: None,
             gaps: Vec::new(),
         })
     }
@@ -439,8 +464,13 @@ impl DecodingStream {
         loop {
             match self.decoder.receive_frame(frame) {
                 Ok(()) => {
-                    if let Some(pts) = frame.pts() {
-                        self.frame_came_out(pts);
+                    match frame.pts() {
+                        Some(pts) => self.frame_came_out(pts),
+                        None => {
+                            // Frames cannot be matched to packets: no gaps can be found.
+                            self.matches_frames = false;
+                            self.awaited.clear();
+                        }
                     }
                     return Ok(true);
                 }
@@ -486,15 +516,15 @@ impl DecodingStream {
                 }
             }
             bad_in_a_row = 0;
+            self.note_position(&packet);
             if packet.stream() != self.opened.stream_index {
                 continue;
             }
+            self.note_video_time(&packet);
             if let Some(pts) = packet.pts() {
                 let seconds = self.opened.seconds(pts);
                 if let Some(since) = self.skipping_since.take() {
-                    if seconds > since {
-                        self.add_gap(since, seconds, 0);
-                    }
+                    self.add_gap(since, seconds, 0);
                 }
                 let end = pts + packet.duration().max(0);
                 self.demuxed_until = self.demuxed_until.max(self.opened.seconds(end));
@@ -505,7 +535,7 @@ impl DecodingStream {
             // SAFETY: reading a plain field of the packet just read.
             let discarded =
                 unsafe { (*packet.as_ptr()).flags } & ffmpeg_next::ffi::AV_PKT_FLAG_DISCARD != 0;
-            if let Some(pts) = packet.pts().filter(|_| !discarded) {
+            if let Some(pts) = packet.pts().filter(|_| self.matches_frames && !discarded) {
                 self.awaited.insert(pts);
             }
             match self.decoder.send_packet(&packet) {
@@ -519,6 +549,47 @@ impl DecodingStream {
         let _ = self.decoder.send_eof();
     }
 
+    /// Notes whether the demuxer skipped bytes before `packet` (of any stream).
+    fn note_position(&mut self, packet: &Packet) {
+        let Some(position) = i64::try_from(packet.position())
+            .ok()
+            .filter(|&position| position >= 0)
+        else {
+            return;
+        };
+        if let Some(end) = self.packet_end_byte {
+            if position > end + SKIPPED_BYTES {
+                self.packets_since_skip = Some(0);
+            }
+        }
+        self.packet_end_byte = Some(position + packet.size() as i64);
+    }
+
+    /// Finds a hole before the video `packet`: its decoding time jumps far past the end of
+    /// the previous video packet just after the demuxer skipped bytes (a demuxer that
+    /// resyncs after damaged data drops the packets in it without an error). Either alone
+    /// is normal: variable-rate video jumps in time, containers hold more than packets.
+    fn note_video_time(&mut self, packet: &Packet) {
+        let Some(timestamp) = packet.dts().or(packet.pts()) else {
+            return;
+        };
+        let start = self.opened.seconds(timestamp);
+        let duration = packet.duration().max(0) as f64 * f64::from(self.opened.time_base);
+        let after_skip = self.packets_since_skip.is_some();
+        self.packets_since_skip = self
+            .packets_since_skip
+            .map(|count| count + 1)
+            .filter(|&count| count <= HOLE_WINDOW_PACKETS);
+        if let Some((previous_end, previous_duration)) = self.previous_video {
+            let hole = start - previous_end;
+            if after_skip && previous_duration > 0.0 && hole > HOLE_FRAMES * previous_duration {
+                self.add_gap(previous_end, start, 0);
+                self.packets_since_skip = None;
+            }
+        }
+        self.previous_video = Some((start + duration, duration));
+    }
+
     /// A frame with timestamp `pts` came out of the decoder: the frames awaited before it
     /// were lost.
     fn frame_came_out(&mut self, pts: i64) {
@@ -529,13 +600,14 @@ impl DecodingStream {
     }
 
     /// Records `lost` timestamps (in order) as a gap ending at `end` seconds, or when the
-    /// last lost frame would have left the screen if that is later; frames before the range
-    /// decoded are left out.
+    /// last lost frame would have left the screen if that is later; frames outside the
+    /// range decoded are left out.
     fn record_lost(&mut self, lost: &BTreeSet<i64>, end: f64) {
+        let range = self.range_start..self.range_end.unwrap_or(f64::INFINITY);
         let times: Vec<f64> = lost
             .iter()
             .map(|&pts| self.opened.seconds(pts))
-            .filter(|&seconds| seconds >= self.range_start)
+            .filter(|seconds| range.contains(seconds))
             .collect();
         if let (Some(&start), Some(&last)) = (times.first(), times.last()) {
             let end = end.max(last + self.nominal_frame_seconds());
@@ -543,8 +615,14 @@ impl DecodingStream {
         }
     }
 
-    /// Adds a gap, merged with the previous one when they are close.
+    /// Adds the part of a gap inside the range decoded, merged with the previous gap when
+    /// they are close.
     fn add_gap(&mut self, start: f64, end: f64, frames_lost: u64) {
+        let start = start.max(self.range_start);
+        let end = self.range_end.map_or(end, |range_end| end.min(range_end));
+        if end <= start {
+            return;
+        }
         if let Some(previous) = self.gaps.last_mut() {
             if start - previous.end.seconds() < GAP_MERGE_S {
                 previous.end = MediaTime::from_seconds(end.max(previous.end.seconds()));
@@ -567,9 +645,7 @@ impl DecodingStream {
             self.record_lost(&awaited, end);
         }
         if let Some(since) = self.skipping_since.take() {
-            if end > since {
-                self.add_gap(since, end, 0);
-            }
+            self.add_gap(since, end, 0);
         }
     }
 
@@ -594,6 +670,9 @@ impl DecodingStream {
         self.draining = false;
         self.awaited.clear();
         self.skipping_since = None;
+        self.packet_end_byte = None;
+        self.packets_since_skip = None;
+        self.previous_video = None;
         Ok(())
     }
 

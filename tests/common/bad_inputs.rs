@@ -11,7 +11,7 @@ use std::process::Command;
 /// Copies the MP4 `source` to `target` with `length` bytes in the middle of its media data
 /// (`mdat`) overwritten with noise: the index stays intact, so the demuxer delivers every
 /// packet and the decoder meets the damage.
-pub fn corrupt_middle(source: &Path, target: &Path, length: usize) {
+pub fn corrupt_mp4_media(source: &Path, target: &Path, length: usize) {
     let mut data = std::fs::read(source).unwrap();
     let mut offset = 0;
     let media = loop {
@@ -27,14 +27,44 @@ pub fn corrupt_middle(source: &Path, target: &Path, length: usize) {
         offset += size;
     };
     let middle = (media.start + media.end) / 2;
+    add_noise(&mut data[middle..middle + length]);
+    std::fs::write(target, data).unwrap();
+}
+
+/// Copies `source` to `target` with `length` bytes in the middle of the file overwritten
+/// with noise: for containers without an index, the demuxer meets the damage.
+pub fn corrupt_file_middle(source: &Path, target: &Path, length: usize) {
+    let mut data = std::fs::read(source).unwrap();
+    let middle = data.len() / 2;
+    add_noise(&mut data[middle..middle + length]);
+    std::fs::write(target, data).unwrap();
+}
+
+fn add_noise(bytes: &mut [u8]) {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for byte in &mut data[middle..middle + length] {
+    for byte in bytes {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         *byte = state as u8;
     }
-    std::fs::write(target, data).unwrap();
+}
+
+/// Copies the streams of `source` into the container `target`'s extension names, with the
+/// ffmpeg CLI.
+pub fn remux(source: &Path, target: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(source)
+        .args(["-c", "copy"])
+        .arg(target)
+        .status()
+        .expect("the ffmpeg CLI runs");
+    assert!(
+        status.success(),
+        "ffmpeg could not remux {}",
+        source.display()
+    );
 }
 
 /// A one-second H.264 video of `width` x `height` pixels at 5 fps, made with the ffmpeg CLI.
