@@ -111,7 +111,7 @@ fn default_output(video: &Path) -> PathBuf {
 fn write_extras(args: &RunArgs, analysis: &Analysis, document: &Path) -> anyhow::Result<()> {
     for (path, format) in [(&args.srt, Format::Srt), (&args.vtt, Format::Vtt)] {
         if let Some(path) = path {
-            atomic::write(path, output::render(format, analysis).as_bytes())
+            atomic::write(path, output::render(format, analysis)?.as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
