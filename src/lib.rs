@@ -15,6 +15,7 @@ pub mod output;
 pub mod pipeline;
 pub mod search;
 pub mod select;
+pub mod split;
 pub mod summary;
 pub mod time;
 pub mod video;

@@ -11,6 +11,7 @@ mod probe;
 mod report;
 mod run;
 mod search;
+mod split;
 mod summarize;
 
 use std::process::ExitCode;
@@ -35,8 +36,8 @@ enum Command {
     Frames(frames::FramesArgs),
     /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
     Models(models::ModelsArgs),
-    /// Write an analysis's captions as subtitles (SRT, WebVTT), its chapters as WebVTT, or
-    /// its keyframes as a table (JSON, JSON Lines, CSV).
+    /// Write an analysis as subtitles (SRT, WebVTT), chapters (WebVTT, ffmetadata), tables
+    /// (JSON, JSON Lines, CSV, scene CSV), editors' timelines (EDL, OTIO, FCPXML) or pictures.
     Export(export::ExportArgs),
     /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
     /// scene changes, summary and chapters, and a filter box.
@@ -57,6 +58,8 @@ enum Command {
     Describe(describe::DescribeArgs),
     /// Print MobileCLIP2 embeddings of images or texts (L2-normalised vectors).
     Embed(embed::EmbedArgs),
+    /// Cut a video at its analysis's scene boundaries into one file per scene.
+    Split(split::SplitArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 failure,
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Index(args) => index::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Describe(args) => describe::run(args),
+        Command::Split(args) => split::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
