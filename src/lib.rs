@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod search;
 pub mod select;
 mod serde_f32;
+pub mod split;
 pub mod summary;
 pub mod time;
 pub mod video;

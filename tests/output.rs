@@ -1,5 +1,7 @@
 //! The exports of an analysis: golden files, subtitles parsed back by an independent parser
-//! (the `subtp` crate for SRT and WebVTT, the `csv` crate for CSV), and `keyscribe export`.
+//! (the `subtp` crate for SRT and WebVTT, the `csv` crate for CSV) and by FFmpeg's own
+//! demuxers (`ffprobe`), hostile captions that try to forge cues, and `keyscribe export`.
+//! (The editors' formats are read back in `tests/exports.rs`.)
 //!
 //! Regenerate the golden files after an intended change with
 //! `KEYSCRIBE_BLESS=1 cargo test --release --test output`, then review the diff.
@@ -29,13 +31,11 @@ fn blessing() -> bool {
     std::env::var_os("KEYSCRIBE_BLESS").is_some_and(|value| value == "1")
 }
 
-/// The golden file name of a fixture in a format.
-fn golden_name(fixture: &str, format: Format) -> String {
-    let extension = match format {
-        Format::Chapters => "chapters.vtt",
-        other => other.name(),
-    };
-    format!("{fixture}.{extension}")
+/// The golden file name of a fixture in a text format (`None` for `images`).
+fn golden_name(fixture: &str, format: Format) -> Option<String> {
+    format
+        .extension()
+        .map(|extension| format!("{fixture}.{extension}"))
 }
 
 /// Compares `actual` with a golden file, or rewrites the file when blessing.
@@ -72,10 +72,12 @@ fn every_format_matches_its_golden_file() {
     for name in FIXTURES {
         let analysis = fixture(name);
         for format in Format::ALL {
-            check_golden(
-                &golden_name(name, format),
-                &output::render(format, &analysis),
-            );
+            let Some(golden) = golden_name(name, format) else {
+                continue;
+            };
+            let text = output::render(format, &analysis)
+                .unwrap_or_else(|error| panic!("{golden}: {error}"));
+            check_golden(&golden, &text);
         }
     }
 }
@@ -91,8 +93,34 @@ struct ExpectedCue {
     text: String,
 }
 
+/// The cues with `›` read as `>` and `∶` as `:`: the look-alikes SubRip's escaping writes
+/// (for a `>` after a `-`, and the colon of a first line starting `X1:`).
+fn without_look_alikes(cues: &[ExpectedCue]) -> Vec<ExpectedCue> {
+    cues.iter()
+        .map(|cue| ExpectedCue {
+            text: cue.text.replace('\u{203A}', ">").replace('\u{2236}', ":"),
+            ..cue.clone()
+        })
+        .collect()
+}
+
 fn millis(seconds: f64) -> u64 {
     (seconds * 1000.0).round() as u64
+}
+
+/// A caption as subtitles show it: its words (split at any Unicode whitespace) joined by
+/// single spaces, without control characters or byte-order marks.
+fn visible_words(caption: &str) -> String {
+    caption
+        .split_whitespace()
+        .map(|word| {
+            word.chars()
+                .filter(|&c| !c.is_control() && c != '\u{FEFF}')
+                .collect::<String>()
+        })
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn expected_cues(analysis: &Analysis) -> Vec<ExpectedCue> {
@@ -105,12 +133,7 @@ fn expected_cues(analysis: &Analysis) -> Vec<ExpectedCue> {
         .iter()
         .enumerate()
         .filter_map(|(position, keyframe)| {
-            let text = keyframe
-                .caption
-                .as_deref()?
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let text = visible_words(keyframe.caption.as_deref()?);
             let start_ms = millis(keyframe.scene.start_s);
             let end_ms = millis(
                 keyframes
@@ -186,15 +209,15 @@ fn srt_parses_back_to_the_same_cues() {
                 }
             })
             .collect();
-        // SubRip cannot escape the timing arrow, so it is written as `->`.
-        let expected: Vec<ExpectedCue> = expected_cues(&analysis)
-            .into_iter()
-            .map(|cue| ExpectedCue {
-                text: cue.text.replace("-->", "->"),
-                ..cue
-            })
-            .collect();
-        assert_eq!(cues, expected, "{name}.srt");
+        // SubRip cannot escape the timing arrow: a `>` after a `-` is written `›`.
+        for cue in &cues {
+            assert!(!cue.text.contains("->"), "an arrow in {:?}", cue.text);
+        }
+        assert_eq!(
+            without_look_alikes(&cues),
+            without_look_alikes(&expected_cues(&analysis)),
+            "{name}.srt"
+        );
     }
 }
 
@@ -293,7 +316,7 @@ fn csv_and_json_lines_parse_back_to_the_rows() {
         let rows = tabular::rows(&analysis);
         assert_eq!(rows.len(), analysis.keyframes.len());
 
-        let csv = output::render(Format::Csv, &analysis);
+        let csv = output::render(Format::Csv, &analysis).unwrap();
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let header: Vec<String> = reader
             .headers()
@@ -308,7 +331,7 @@ fn csv_and_json_lines_parse_back_to_the_rows() {
             .unwrap_or_else(|error| panic!("{name}.csv: {error}"));
         assert_eq!(from_csv, rows, "{name}.csv");
 
-        let jsonl = output::render(Format::Jsonl, &analysis);
+        let jsonl = output::render(Format::Jsonl, &analysis).unwrap();
         let from_jsonl: Vec<tabular::KeyframeRow> = jsonl
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -319,6 +342,272 @@ fn csv_and_json_lines_parse_back_to_the_rows() {
             assert_eq!(row.caption, keyframe.caption, "captions are kept verbatim");
             assert_eq!(row.start_s, millis(keyframe.scene.start_s) as f64 / 1000.0);
         }
+    }
+}
+
+/// Pieces of captions meant to break a subtitle file: arrows of every length, timing lines,
+/// blank lines, lone numbers, byte-order marks, control characters, Unicode line breaks and
+/// markup.
+const HOSTILE: &[&str] = &[
+    "--->",
+    "---->",
+    "-->",
+    "->",
+    "-- >",
+    "- ->",
+    "-->>",
+    "<-->",
+    "-",
+    "--",
+    ">",
+    "\r\n\r\n",
+    "\n\n",
+    "\r\r",
+    "\n \n",
+    "1",
+    "2",
+    "42",
+    "2024",
+    "0001",
+    "123456789012",
+    "00:00:01,000 --> 00:00:02,000",
+    "00:00:01.000 --> 00:00:02.000",
+    "00:00:01,000-->00:00:02,000",
+    "\n3\n00:00:05,000 --> 00:00:06,000\nforged cue\n",
+    "X1:10 X2:20 Y1:30 Y2:40",
+    "\u{FEFF}",
+    "\u{2028}",
+    "\u{2029}",
+    "\u{85}",
+    "\u{0}",
+    "\u{1b}[2J",
+    "\u{7}",
+    "\u{b}",
+    "\u{c}",
+    "<i>",
+    "</i>",
+    "<b>bold</b>",
+    "{\\an8}",
+    "&amp;",
+    "&lt;",
+    "&",
+    "<",
+    "WEBVTT",
+    "NOTE",
+    "STYLE",
+    "::cue",
+    "word",
+    "a",
+    "Zürich",
+    "שלום",
+    "🚗",
+    " ",
+    "\t",
+    "\u{203A}",
+    "\u{2236}",
+];
+
+/// A small deterministic generator (xorshift64*), so a failure reproduces.
+struct Generator(u64);
+
+impl Generator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+}
+
+/// An analysis of `count` keyframes, 2 s each, with captions glued from [`HOSTILE`] pieces
+/// (some words in between so that lines wrap).
+fn hostile_analysis(seed: u64, count: usize) -> Analysis {
+    let mut generator = Generator(seed);
+    let mut analysis = fixture("scenes");
+    let template = analysis.keyframes[0].clone();
+    analysis.keyframes = (0..count)
+        .map(|index| {
+            let pieces = 1 + generator.below(12);
+            let caption: String = (0..pieces)
+                .map(|_| {
+                    let piece = HOSTILE[generator.below(HOSTILE.len())];
+                    if generator.below(3) == 0 {
+                        format!("{piece} ")
+                    } else {
+                        piece.to_string()
+                    }
+                })
+                .collect();
+            let start_s = index as f64 * 2.0;
+            let mut keyframe = template.clone();
+            keyframe.index = index;
+            keyframe.time_s = start_s + 1.0;
+            keyframe.scene.start_s = start_s;
+            keyframe.scene.end_s = start_s + 2.0;
+            keyframe.caption = Some(caption);
+            keyframe
+        })
+        .collect();
+    analysis.video.duration_s = count as f64 * 2.0;
+    analysis
+}
+
+/// The packets FFmpeg's demuxer finds in a subtitle file: start and end in milliseconds and
+/// the payload text, read with `ffprobe -show_packets -show_data`.
+fn ffmpeg_packets(path: &Path) -> Vec<(u64, u64, String)> {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-show_packets", "-show_data"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (install FFmpeg's command-line tools)");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    json["packets"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|packet| {
+            let pts = packet["pts"].as_u64().expect("a packet time");
+            let duration = packet["duration"].as_u64().expect("a packet duration");
+            (
+                pts,
+                pts + duration,
+                hexdump_text(packet["data"].as_str().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The bytes of ffprobe's hex dump (`00000000: 4865 6c6c ...  Hell...`) as text.
+fn hexdump_text(dump: &str) -> String {
+    let mut bytes = Vec::new();
+    for line in dump.lines().filter(|line| !line.is_empty()) {
+        let hex: String = line[10..49]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for pair in hex.as_bytes().chunks(2) {
+            bytes.push(u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap());
+        }
+    }
+    String::from_utf8(bytes).expect("UTF-8 payload")
+}
+
+#[test]
+fn hostile_captions_cannot_forge_srt_cues() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 1..=6u64 {
+        let analysis = hostile_analysis(seed * 0x9E37_79B9_7F4A_7C15, 150);
+        let expected = expected_cues(&analysis);
+        let srt = output::srt::render(&analysis);
+
+        let parsed = SubRip::parse(&srt).unwrap_or_else(|error| panic!("seed {seed}: {error:?}"));
+        assert_eq!(
+            parsed.subtitles.len(),
+            expected.len(),
+            "seed {seed}: cue count"
+        );
+        let cues: Vec<ExpectedCue> = parsed
+            .subtitles
+            .iter()
+            .enumerate()
+            .map(|(position, subtitle)| {
+                assert_eq!(subtitle.sequence as usize, position + 1, "numbering");
+                for line in &subtitle.text {
+                    assert!(!line.contains("->"), "seed {seed}: an arrow in {line:?}");
+                    assert!(
+                        subtitle.text.len() == 1 || !line.bytes().all(|b| b.is_ascii_digit()),
+                        "seed {seed}: a line of digits alone: {:?}",
+                        subtitle.text
+                    );
+                }
+                ExpectedCue {
+                    start_ms: srt_ms(&subtitle.start),
+                    end_ms: srt_ms(&subtitle.end),
+                    text: subtitle.text.join(" "),
+                }
+            })
+            .collect();
+        assert_eq!(
+            without_look_alikes(&cues),
+            without_look_alikes(&expected),
+            "seed {seed}"
+        );
+
+        // FFmpeg's SubRip demuxer finds the same cues with the same text.
+        let path = dir.path().join(format!("hostile-{seed}.srt"));
+        std::fs::write(&path, &srt).unwrap();
+        let packets = ffmpeg_packets(&path);
+        let from_parser: Vec<(u64, u64, String)> = parsed
+            .subtitles
+            .iter()
+            .map(|subtitle| {
+                (
+                    srt_ms(&subtitle.start),
+                    srt_ms(&subtitle.end),
+                    subtitle.text.join("\n"),
+                )
+            })
+            .collect();
+        assert_eq!(packets, from_parser, "seed {seed}: ffprobe");
+    }
+}
+
+#[test]
+fn hostile_captions_cannot_forge_webvtt_cues() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 1..=6u64 {
+        let analysis = hostile_analysis(seed * 0xD1B5_4A32_D192_ED03, 150);
+        let expected = expected_cues(&analysis);
+        let vtt = output::vtt::render(&analysis);
+
+        let parsed = WebVtt::parse(&vtt).unwrap_or_else(|error| panic!("seed {seed}: {error:?}"));
+        let cues: Vec<ExpectedCue> = parsed
+            .blocks
+            .iter()
+            .map(|block| {
+                let VttBlock::Que(cue) = block else {
+                    panic!("seed {seed}: a block that is not a cue: {block:?}");
+                };
+                assert_eq!((&cue.identifier, &cue.settings), (&None, &None));
+                ExpectedCue {
+                    start_ms: vtt_ms(&cue.timings.start),
+                    end_ms: vtt_ms(&cue.timings.end),
+                    text: cue
+                        .payload
+                        .iter()
+                        .map(|line| unescape_vtt(line))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                }
+            })
+            .collect();
+        assert_eq!(cues, expected, "seed {seed}");
+
+        let path = dir.path().join(format!("hostile-{seed}.vtt"));
+        std::fs::write(&path, &vtt).unwrap();
+        let packets: Vec<(u64, u64, String)> = ffmpeg_packets(&path)
+            .into_iter()
+            .map(|(start, end, text)| {
+                let lines: Vec<String> = text.lines().map(unescape_vtt).collect();
+                (start, end, lines.join(" "))
+            })
+            .collect();
+        let expected: Vec<(u64, u64, String)> = expected
+            .into_iter()
+            .map(|cue| (cue.start_ms, cue.end_ms, cue.text))
+            .collect();
+        assert_eq!(packets, expected, "seed {seed}: ffprobe");
     }
 }
 

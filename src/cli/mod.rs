@@ -18,6 +18,7 @@ mod probe;
 mod report;
 mod run;
 mod search;
+mod split;
 mod summarize;
 mod terminal;
 
@@ -44,8 +45,8 @@ enum Command {
     Frames(frames::FramesArgs),
     /// List, download or check the models (MobileCLIP2 embedders, FastVLM captioners).
     Models(models::ModelsArgs),
-    /// Write an analysis's captions as subtitles (SRT, WebVTT), its chapters as WebVTT, or
-    /// its keyframes as a table (JSON, JSON Lines, CSV).
+    /// Write an analysis as subtitles (SRT, WebVTT), chapters (WebVTT, ffmetadata), tables
+    /// (JSON, JSON Lines, CSV, scene CSV), editors' timelines (EDL, OTIO, FCPXML) or pictures.
     Export(export::ExportArgs),
     /// Write an analysis as one self-contained HTML page: thumbnails, captions, a timeline of
     /// scene changes, summary and chapters, and a filter box.
@@ -70,6 +71,8 @@ enum Command {
     Pipelines(pipelines::PipelinesArgs),
     /// Show, list or clear the cache of analyses (model weights are not kept there).
     Cache(cache::CacheArgs),
+    /// Cut a video at its analysis's scene boundaries into one file per scene.
+    Split(split::SplitArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success (also when the
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Describe(args) => describe::run(args),
         Command::Pipelines(args) => pipelines::run(args),
         Command::Cache(args) => cache::run(args),
+        Command::Split(args) => split::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

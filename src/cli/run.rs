@@ -144,7 +144,7 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
     }
     for (path, format) in [(&outputs.srt, Format::Srt), (&outputs.vtt, Format::Vtt)] {
         if let Some(path) = path {
-            write_output(path, output::render(format, &analysis).as_bytes())?;
+            write_output(path, output::render(format, &analysis)?.as_bytes())?;
             written.push(path.clone());
         }
     }

@@ -1,15 +1,26 @@
 //! Views of an analysis document: subtitles (SRT, WebVTT, WebVTT chapters), keyframe tables
-//! (JSON, JSON Lines, CSV) and the self-contained HTML report.
+//! (JSON, JSON Lines, CSV), the self-contained HTML report, and what editors and players
+//! read: an edit decision list (CMX 3600 EDL), an OpenTimelineIO timeline, a Final Cut Pro
+//! XML project, FFmpeg chapters (ffmetadata) and a PySceneDetect-style scene table.
 //!
-//! Every renderer is a pure function of the [`Analysis`] (the report also takes its pictures
-//! and timeline explicitly, see [`html::ReportInputs`]): nothing here decodes video or touches
-//! files.
+//! Every text renderer is a pure function of the [`Analysis`] (the report also takes its
+//! pictures and timeline explicitly, see [`html::ReportInputs`]): nothing here touches files,
+//! except [`images`], which decodes the keyframes from the video and writes them.
 //!
 //! Times follow one rule in every format: a keyframe's caption is shown from the start of its
 //! scene to the start of the next keyframe's scene, and the last one to the end of the video
-//! (see [`caption_spans`]). Chapters run from their start to the next chapter's start.
+//! (see [`caption_spans`]). Chapters run from their start to the next chapter's start. The
+//! editors' formats count frames: the same spans, cut at the nearest frame (see
+//! [`scenes::scene_list`]).
 
+pub mod edl;
+pub mod fcpxml;
+pub mod ffmetadata;
 pub mod html;
+pub mod images;
+pub mod otio;
+pub mod scenes;
+pub mod scenes_csv;
 pub mod srt;
 pub mod tabular;
 pub mod vtt;
@@ -24,7 +35,7 @@ use crate::time::MediaTime;
 /// streaming guideline).
 pub const SUBTITLE_LINE_CHARS: usize = 42;
 
-/// A text format that `keyscribe export` can write.
+/// A format that `keyscribe export` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Format {
     /// SubRip subtitles: one cue per captioned keyframe.
@@ -39,17 +50,36 @@ pub enum Format {
     Jsonl,
     /// CSV with a header line: one keyframe row per line.
     Csv,
+    /// CMX 3600 edit decision list: one event per scene, the caption as a locator.
+    Edl,
+    /// OpenTimelineIO timeline: one clip per scene, a marker with the caption at each keyframe.
+    Otio,
+    /// Final Cut Pro XML (1.9): a project with one clip per scene, a marker per keyframe.
+    Fcpxml,
+    /// FFmpeg metadata with chapters (the summary's chapters, else one per scene), for muxing
+    /// into MKV or MP4 with `ffmpeg -i video -i chapters.ffmeta -map_chapters 1`.
+    Ffmetadata,
+    /// PySceneDetect's scene list CSV (frame numbers, timecodes, seconds) plus the caption.
+    ScenesCsv,
+    /// Each keyframe as a picture file, with index.json, into the --output directory.
+    Images,
 }
 
 impl Format {
     /// Every format, in the order help texts list them.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 12] = [
         Format::Srt,
         Format::Vtt,
         Format::Chapters,
         Format::Json,
         Format::Jsonl,
         Format::Csv,
+        Format::Edl,
+        Format::Otio,
+        Format::Fcpxml,
+        Format::Ffmetadata,
+        Format::ScenesCsv,
+        Format::Images,
     ];
 
     /// The name used on the command line.
@@ -61,15 +91,43 @@ impl Format {
             Format::Json => "json",
             Format::Jsonl => "jsonl",
             Format::Csv => "csv",
+            Format::Edl => "edl",
+            Format::Otio => "otio",
+            Format::Fcpxml => "fcpxml",
+            Format::Ffmetadata => "ffmetadata",
+            Format::ScenesCsv => "scenes-csv",
+            Format::Images => "images",
+        }
+    }
+
+    /// The file name ending the format is usually given (`images` writes a directory).
+    pub fn extension(self) -> Option<&'static str> {
+        match self {
+            Format::Srt => Some("srt"),
+            Format::Vtt => Some("vtt"),
+            Format::Chapters => Some("chapters.vtt"),
+            Format::Json => Some("json"),
+            Format::Jsonl => Some("jsonl"),
+            Format::Csv => Some("csv"),
+            Format::Edl => Some("edl"),
+            Format::Otio => Some("otio"),
+            Format::Fcpxml => Some("fcpxml"),
+            Format::Ffmetadata => Some("ffmeta"),
+            Format::ScenesCsv => Some("scenes.csv"),
+            Format::Images => None,
         }
     }
 
     /// The format a file name implies by its extension (`chapters.vtt` and `*.chapters.vtt`
-    /// are chapters, any other `.vtt` is captions).
+    /// are chapters, any other `.vtt` is captions; `*.scenes.csv` is the scene list, any
+    /// other `.csv` the keyframe table). A directory for `images` implies nothing.
     pub fn from_file_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
         if lower == "chapters.vtt" || lower.ends_with(".chapters.vtt") {
             return Some(Format::Chapters);
+        }
+        if lower.ends_with(".scenes.csv") {
+            return Some(Format::ScenesCsv);
         }
         let extension = lower.rsplit_once('.')?.1;
         match extension {
@@ -78,6 +136,10 @@ impl Format {
             "json" => Some(Format::Json),
             "jsonl" | "ndjson" => Some(Format::Jsonl),
             "csv" => Some(Format::Csv),
+            "edl" => Some(Format::Edl),
+            "otio" => Some(Format::Otio),
+            "fcpxml" => Some(Format::Fcpxml),
+            "ffmeta" | "ffmetadata" => Some(Format::Ffmetadata),
             _ => None,
         }
     }
@@ -96,7 +158,7 @@ impl fmt::Display for Format {
 
 /// A format name that is not one of [`Format::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown format `{0}` (expected srt, vtt, chapters, json, jsonl or csv)")]
+#[error("unknown format `{0}` (expected one of: srt, vtt, chapters, json, jsonl, csv, edl, otio, fcpxml, ffmetadata, scenes-csv, images)")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
@@ -110,16 +172,44 @@ impl FromStr for Format {
     }
 }
 
-/// Renders `analysis` in `format`.
-pub fn render(format: Format, analysis: &Analysis) -> String {
-    match format {
+/// Why an analysis cannot be rendered in a format.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RenderError {
+    /// The format counts frames and the analysis records no usable frame rate.
+    #[error("the {format} format counts frames, and the analysis records no usable frame rate (fps {fps})")]
+    NoFrameRate {
+        /// The format asked for.
+        format: Format,
+        /// The frame rate the analysis holds.
+        fps: f64,
+    },
+    /// The format writes files, not one text (see [`images`]).
+    #[error("the {0} format writes files into a directory, not one text")]
+    NotText(Format),
+}
+
+/// Renders `analysis` in the text format `format`.
+pub fn render(format: Format, analysis: &Analysis) -> Result<String, RenderError> {
+    let scenes = || {
+        scenes::scene_list(analysis).ok_or(RenderError::NoFrameRate {
+            format,
+            fps: analysis.video.fps,
+        })
+    };
+    Ok(match format {
         Format::Srt => srt::render(analysis),
         Format::Vtt => vtt::render(analysis),
         Format::Chapters => vtt::render_chapters(analysis),
         Format::Json => tabular::render_json(analysis),
         Format::Jsonl => tabular::render_jsonl(analysis),
         Format::Csv => tabular::render_csv(analysis),
-    }
+        Format::Edl => edl::render(analysis, &scenes()?),
+        Format::Otio => otio::render(analysis, &scenes()?),
+        Format::Fcpxml => fcpxml::render(analysis, &scenes()?),
+        Format::ScenesCsv => scenes_csv::render(&scenes()?),
+        Format::Ffmetadata => ffmetadata::render(analysis),
+        Format::Images => return Err(RenderError::NotText(format)),
+    })
 }
 
 /// A time range shown on screen, rounded to whole milliseconds, never empty.
@@ -223,16 +313,46 @@ pub fn caption_cues(analysis: &Analysis) -> Vec<CaptionCue> {
         .collect()
 }
 
-/// Collapses all whitespace (newlines included) to single spaces and trims the ends.
+/// The last component of a path written with `/` or `\` (the video's file name).
+pub fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\'])
+        .find(|part| !part.is_empty())
+        .unwrap_or(path)
+}
+
+/// Collapses all whitespace (newlines included) to single spaces and trims the ends;
+/// invisible characters are dropped (see [`words`]).
 pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    words(text).join(" ")
+}
+
+/// Whether a character is left out of displayed text: control characters that are not
+/// whitespace (a NUL ends FFmpeg's reading of a subtitle file; escape sequences garble
+/// terminals) and the byte-order mark (which readers may take for the start of a file).
+fn is_invisible(character: char) -> bool {
+    (character.is_control() && !character.is_whitespace()) || character == '\u{FEFF}'
+}
+
+/// The words of `text`: split at every kind of whitespace (`\r`, `\n`, U+2028 and U+2029
+/// included), with invisible characters dropped and words left empty by that skipped.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|word| {
+            word.chars()
+                .filter(|&c| !is_invisible(c))
+                .collect::<String>()
+        })
+        .filter(|word| !word.is_empty())
+        .collect()
 }
 
 /// Wraps `text` into as few lines of at most `width` characters as its words allow, with the
 /// lines as even in length as possible (a word longer than `width` gets a line of its own).
-/// Whitespace, newlines included, only separates words.
+/// Whitespace, newlines included, only separates words; invisible characters are dropped
+/// (see [`words`]).
 pub fn wrap_lines(text: &str, width: usize) -> Vec<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
+    let words = words(text);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     if words.is_empty() {
         return Vec::new();
     }
@@ -344,6 +464,7 @@ pub(crate) mod tests {
             assert_eq!(format.name().parse::<Format>(), Ok(format));
         }
         assert_eq!("SRT".parse::<Format>(), Ok(Format::Srt));
+        assert_eq!("Scenes-CSV".parse::<Format>(), Ok(Format::ScenesCsv));
         assert!("html"
             .parse::<Format>()
             .unwrap_err()
@@ -356,6 +477,21 @@ pub(crate) mod tests {
             Some(Format::Chapters)
         );
         assert_eq!(Format::from_file_name("a.ndjson"), Some(Format::Jsonl));
+        assert_eq!(Format::from_file_name("cut.EDL"), Some(Format::Edl));
+        assert_eq!(Format::from_file_name("a.otio"), Some(Format::Otio));
+        assert_eq!(Format::from_file_name("a.fcpxml"), Some(Format::Fcpxml));
+        assert_eq!(Format::from_file_name("a.ffmeta"), Some(Format::Ffmetadata));
+        assert_eq!(
+            Format::from_file_name("a.scenes.csv"),
+            Some(Format::ScenesCsv)
+        );
+        assert_eq!(Format::from_file_name("scenes.csv"), Some(Format::Csv));
+        for format in Format::ALL {
+            if let Some(extension) = format.extension() {
+                let name = format!("video.{extension}");
+                assert_eq!(Format::from_file_name(&name), Some(format), "{name}");
+            }
+        }
         assert_eq!(Format::from_file_name("report.html"), None);
         assert_eq!(Format::from_file_name("srt"), None);
     }
@@ -413,6 +549,13 @@ pub(crate) mod tests {
         let cues = caption_cues(&analysis);
         assert_eq!(cues.len(), 1);
         assert_eq!(cues[0].lines, ["b"]);
+    }
+
+    #[test]
+    fn file_names_of_either_kind_of_path() {
+        assert_eq!(file_name("C:\\videos\\a.mp4"), "a.mp4");
+        assert_eq!(file_name("dir/b.mov"), "b.mov");
+        assert_eq!(file_name("dir/"), "dir");
     }
 
     #[test]

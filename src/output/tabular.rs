@@ -105,7 +105,7 @@ pub fn render_csv(analysis: &Analysis) -> String {
 
 /// A CSV field, quoted (with inner quotes doubled) when it holds a comma, a quote, a line
 /// break or leading or trailing spaces.
-fn csv_field(field: &str) -> String {
+pub(super) fn csv_field(field: &str) -> String {
     let needs_quotes = field.contains([',', '"', '\n', '\r'])
         || field.starts_with(char::is_whitespace)
         || field.ends_with(char::is_whitespace);

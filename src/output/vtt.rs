@@ -1,7 +1,9 @@
 //! WebVTT (`.vtt`): caption subtitles, and chapters for `<track kind="chapters">`.
 //!
 //! Cue text is escaped as the WebVTT specification requires: `&`, `<` and `>` become
-//! character references, so markup in a caption shows as text and `-->` cannot appear.
+//! character references, so markup in a caption shows as text and `-->` cannot appear. Line
+//! breaks are the wrapping's own (no blank line can end a cue early), and control characters
+//! and byte-order marks are dropped (see [`super::words`]).
 
 use super::{caption_cues, chapter_spans, one_line, Span};
 use crate::analysis::Analysis;
