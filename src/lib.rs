@@ -2,7 +2,9 @@
 //!
 //! A video is decoded with FFmpeg, sampled frames are embedded with MobileCLIP2, keyframes
 //! are selected where the embedding changes, each keyframe is described by FastVLM, and the
-//! result is written as a timestamped analysis document. See `DESIGN.md` for the stages.
+//! result is written as a timestamped analysis document. See `docs/ARCHITECTURE.md` for the stages.
+
+#![deny(missing_docs)]
 
 pub mod allocator;
 pub mod analysis;
