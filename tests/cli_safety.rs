@@ -2,6 +2,8 @@
 //! (`| head -1`) is a normal end, an output that is an input is refused before it is touched,
 //! outputs are checked before any work, and settings and errors read as written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -36,7 +38,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// keyscribe in `dir`, with a cache of its own and no network.
 fn command(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyscribe"));
+    let mut command = common::keyscribe();
     command
         .args(args)
         .current_dir(dir)

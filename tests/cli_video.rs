@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{read_counter, video};
 
 fn keyscribe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .output()
         .expect("the keyscribe binary runs")
@@ -148,7 +148,7 @@ fn truncated_video_keeps_frames_and_warns() {
 fn ctrl_c_stops_cleanly() {
     let out = tempfile::tempdir().unwrap();
     let sample = common::scenes_sample();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    let mut child = common::keyscribe()
         .args([
             "frames",
             sample.to_str().unwrap(),
@@ -195,7 +195,7 @@ fn ctrl_c_stops_cleanly() {
 /// Runs keyscribe with arguments that need not be UTF-8, with an empty cache of its own.
 fn keyscribe_os<S: AsRef<OsStr>>(args: &[S]) -> Output {
     let cache = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .env("KEYSCRIBE_CACHE_DIR", cache.path())
         .env("HF_HUB_OFFLINE", "1")

@@ -23,7 +23,7 @@ fn golden(name: &str) -> Analysis {
 }
 
 fn keyscribe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .output()
         .expect("the keyscribe binary runs")

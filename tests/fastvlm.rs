@@ -8,9 +8,10 @@
 //! named by `KEYSCRIBE_FASTVLM_FIXTURE` (the full-size FastVLM-0.5B with random weights that
 //! `make_fastvlm.py --full-size DIR` writes: `DIR/hf`, `DIR/apple`, `DIR/expected.*`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -406,7 +407,7 @@ fn describe_json_prints_one_object_with_the_greedy_caption() {
             fixtures().join(&case.image)
         }
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    let output = common::keyscribe()
         .arg("describe")
         .arg("--captioner")
         .arg(&fixture().apple)
@@ -447,7 +448,7 @@ fn describe_names_an_unreadable_image() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("notes.png");
     std::fs::write(&bogus, "not an image").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    let output = common::keyscribe()
         .arg("describe")
         .arg("--captioner")
         .arg(fixtures().join("fastvlm-tiny-apple"))

@@ -4,6 +4,8 @@
 //! them, and plain output that cannot drive the terminal. Runs the binary with the tiny
 //! fixture embedder on 2-second videos made with the ffmpeg CLI.
 
+mod common;
+
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -45,7 +47,7 @@ fn run_keyscribe<S: AsRef<OsStr>>(
     args: &[S],
     interrupt_after: Option<Duration>,
 ) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    let mut child = common::keyscribe()
         .args(args)
         .current_dir(dir)
         .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))

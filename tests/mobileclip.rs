@@ -6,9 +6,10 @@
 //! `mobileclip-s2-tiny`), or the directory named by `KEYSCRIBE_MOBILECLIP_FIXTURE` (e.g. the
 //! full-size MobileCLIP2-S0 that `make_mobileclip.py --full-size DIR` writes).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -390,7 +391,7 @@ fn full_size_presets_describe_the_hub_checkpoints() {
 }
 
 fn keyscribe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .output()
         .expect("the keyscribe binary runs")

@@ -6,6 +6,13 @@
 //! Regenerate the golden files after an intended change with
 //! `KEYSCRIBE_BLESS=1 cargo test --release --test output`, then review the diff.
 
+mod common;
+
+// Its deterministic generator is the one the tests share; the rest is for search tests.
+#[allow(dead_code)]
+#[path = "common/synthetic_library.rs"]
+mod synthetic_library;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,6 +21,7 @@ use subtp::vtt::{VttBlock, VttTimestamp, WebVtt};
 
 use keyscribe::analysis::Analysis;
 use keyscribe::output::{self, tabular, Format};
+use synthetic_library::Random;
 
 /// The analyses the golden files are made from.
 const FIXTURES: [&str; 2] = ["scenes", "tricky"];
@@ -407,26 +415,10 @@ const HOSTILE: &[&str] = &[
     "\u{2236}",
 ];
 
-/// A small deterministic generator (xorshift64*), so a failure reproduces.
-struct Generator(u64);
-
-impl Generator {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
-
 /// An analysis of `count` keyframes, 2 s each, with captions glued from [`HOSTILE`] pieces
 /// (some words in between so that lines wrap).
 fn hostile_analysis(seed: u64, count: usize) -> Analysis {
-    let mut generator = Generator(seed);
+    let mut generator = Random::new(seed);
     let mut analysis = fixture("scenes");
     let template = analysis.keyframes[0].clone();
     analysis.keyframes = (0..count)
@@ -612,7 +604,7 @@ fn hostile_captions_cannot_forge_webvtt_cues() {
 }
 
 fn keyscribe(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .output()
         .expect("the keyscribe binary runs")

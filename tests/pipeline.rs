@@ -2,8 +2,10 @@
 //! `summarize`, `search` and `index` on the committed sample, the document they write, the
 //! cache, and the errors for bad models, pipelines and videos.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -27,7 +29,7 @@ fn captioner() -> PathBuf {
 
 /// Runs keyscribe in `dir` with a cache of its own.
 fn keyscribe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .current_dir(dir)
         .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))

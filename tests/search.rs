@@ -4,11 +4,13 @@
 //! committed sample with the tiny MobileCLIP2 fixtures: the query is embedded by the model
 //! the analysis records, never by another.
 
+mod common;
+
 #[path = "common/synthetic_library.rs"]
 mod synthetic_library;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use keyscribe::analysis::Analysis;
 use keyscribe::search::{IndexBuilder, SearchConfig, SearchIndex, VideoInput};
@@ -176,7 +178,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Runs keyscribe in `dir`, offline, with a cache and a Hugging Face home of its own.
 fn keyscribe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    common::keyscribe()
         .args(args)
         .current_dir(dir)
         .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))

@@ -101,13 +101,18 @@ pub fn assert_ok(output: &std::process::Output) {
     );
 }
 
+/// The keyscribe binary built for these tests, as a command to give arguments to.
+pub fn keyscribe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+}
+
 /// Runs the keyscribe binary in `dir` as a user would, with a cache of its own
 /// (`dir/cache`) and an empty, offline Hugging Face home (`dir/hf-home`); `stdin` is fed
 /// to it (an empty stdin when `None`).
 pub fn keyscribe_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyscribe"))
+    let mut child = keyscribe()
         .args(args)
         .current_dir(dir)
         .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))
