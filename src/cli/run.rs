@@ -124,14 +124,9 @@ pub fn run(args: RunArgs, captions: bool) -> anyhow::Result<()> {
     }
     let mut written = Vec::new();
     if is_stdio(&document) {
-        // The document on stdout points at the cached embeddings.
-        let mut printed = analysis.clone();
-        if let (Some(record), Ok(path)) =
-            (&mut printed.embeddings, analysis.embeddings_path(&cached))
-        {
-            record.path = path.display().to_string();
-        }
-        write_stdout(format!("{}\n", serde_json::to_string_pretty(&printed)?).as_bytes())?;
+        // The document on stdout names its embeddings as the cache entry beside which they
+        // are stored (a sidecar is only ever read from beside its document).
+        write_stdout(format!("{}\n", serde_json::to_string_pretty(&analysis)?).as_bytes())?;
     } else {
         store_analysis(&mut analysis, &frames, &document)?;
         written.push(document.clone());
