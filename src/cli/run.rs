@@ -180,8 +180,9 @@ fn refuse_captionless_subtitles(
     }
     if !pipeline_captions {
         bail!(
-            "{flag}: the pipeline turns captioning off ([caption] enabled = false), so the \
-             subtitles would be empty"
+            "{flag}: the pipeline {} turns captioning off ([caption] enabled = false), so the \
+             subtitles would be empty",
+            args.pipeline.pipeline
         );
     }
     Ok(())
