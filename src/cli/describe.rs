@@ -68,6 +68,13 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
         }
     }
     let config = args.pipeline.load(overrides(&args))?;
+    // Pictures are read (and their sizes checked) before the model loads, so a bad image
+    // fails in a moment.
+    let images = args
+        .images
+        .iter()
+        .map(|path| read_image(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dirs = ModelDirs {
         embedder: None,
         captioner: args.captioner.captioner.clone(),
@@ -92,8 +99,7 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
         seed: caption.seed,
     };
     let several = args.images.len() > 1;
-    for path in &args.images {
-        let (name, image) = read_image(path)?;
+    for (name, image) in images {
         print::note(format_args!("describing {name}…"));
         let stream = !args.json;
         if stream && several {
