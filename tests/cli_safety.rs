@@ -96,7 +96,7 @@ fn sidecar_name(dir: &Path, stem: &str) -> String {
 fn analysed() -> tempfile::TempDir {
     let made = analysed_once();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["v.mp4".to_string(), sidecar_name(&made, "a")] {
+    for name in ["v.mp4".to_string(), sidecar_name(made, "a")] {
         std::fs::copy(made.join(&name), dir.path().join(&name)).unwrap();
     }
     let mut document: serde_json::Value =
