@@ -4,25 +4,13 @@
 
 mod common;
 
+use common::{
+    root, scenes_sample as sample, tiny_captioner as captioner, tiny_embedder as embedder,
+};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample() -> PathBuf {
-    root().join("samples/scenes.mp4")
-}
-
-fn embedder() -> PathBuf {
-    root().join("tests/fixtures/mobileclip-s0-tiny")
-}
-
-fn captioner() -> PathBuf {
-    root().join("tests/fixtures/fastvlm-tiny-hf")
-}
 
 fn image() -> PathBuf {
     root().join("tests/fixtures/fastvlm-inputs/square.png")

@@ -4,28 +4,14 @@
 
 mod common;
 
+use common::{scenes_sample as sample, tiny_captioner as captioner, tiny_embedder as embedder};
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use std::os::unix::fs::PermissionsExt;
 
 use keyscribe::analysis::Analysis;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample() -> PathBuf {
-    root().join("samples/scenes.mp4")
-}
-
-fn embedder() -> PathBuf {
-    root().join("tests/fixtures/mobileclip-s0-tiny")
-}
-
-fn captioner() -> PathBuf {
-    root().join("tests/fixtures/fastvlm-tiny-hf")
-}
 
 /// Runs keyscribe in `dir` with a cache of its own.
 fn keyscribe(dir: &Path, args: &[&str]) -> Output {
