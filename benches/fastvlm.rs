@@ -25,7 +25,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
-use keyscribe::models::fastvlm::{parse_dtype, FastVlm};
+use keyscribe::models::fastvlm::FastVlm;
+use keyscribe::models::generation::parse_dtype;
 use keyscribe::models::qwen2_tokenizer::chat_prompt;
 use memory::status_mib;
 use reference::run_reference;

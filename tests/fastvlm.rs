@@ -17,7 +17,8 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use serde::Deserialize;
 
-use keyscribe::models::fastvlm::{FastVlm, GenerationSettings, Layout};
+use keyscribe::models::fastvlm::{FastVlm, Layout};
+use keyscribe::models::generation::GenerationSettings;
 use keyscribe::models::qwen2_tokenizer::chat_prompt;
 use keyscribe::models::store::{self, ModelRole};
 use keyscribe::pipeline::verify_model;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use keyscribe::models::fastvlm::GenerationSettings;
+use keyscribe::models::generation::GenerationSettings;
 use keyscribe::pipeline::{load_captioner, ModelDirs, Override};
 
 use super::args::{CaptionFlags, CaptionerArgs, PipelineArgs};

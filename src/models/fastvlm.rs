@@ -13,20 +13,20 @@
 //! them to Apple's.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::generation::{LogitsProcessor, Sampling};
 use image::RgbImage;
 use serde_json::Value;
 
 use super::checkpoint::CheckpointFiles;
 use super::fastvit::{self, FastVit};
+use super::generation::{generate, parse_dtype, Generation, GenerationSettings};
 use super::kernels;
 use super::kernels::{Activation, Linear};
 use super::preprocess::{self, Interpolation, Normalization};
-use super::qwen2::{KvCache, Qwen2, Qwen2Config};
+use super::qwen2::{Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
 use super::store::ModelRole;
 use super::weights::Checkpoint;
@@ -405,66 +405,6 @@ fn is_unused(name: &str) -> bool {
         || name.starts_with("model.vision_tower.timm_model.head.")
 }
 
-/// How to pick each new token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationSettings {
-    /// At most this many new tokens.
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 or less is greedy decoding.
-    pub temperature: f64,
-    /// Nucleus sampling threshold (1 keeps every token).
-    pub top_p: f64,
-    /// Seed of the sampler.
-    pub seed: u64,
-}
-
-impl GenerationSettings {
-    /// Greedy decoding of up to `max_new_tokens` tokens.
-    pub fn greedy(max_new_tokens: usize) -> Self {
-        Self {
-            max_new_tokens,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-        }
-    }
-
-    /// The sampler, or `None` for greedy decoding.
-    fn sampler(&self) -> Option<LogitsProcessor> {
-        if self.temperature <= 0.0 {
-            return None;
-        }
-        let sampling = if self.top_p < 1.0 {
-            Sampling::TopP {
-                p: self.top_p,
-                temperature: self.temperature,
-            }
-        } else {
-            Sampling::All {
-                temperature: self.temperature,
-            }
-        };
-        Some(LogitsProcessor::from_sampling(self.seed, sampling))
-    }
-}
-
-/// What one generation produced and how fast.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generation {
-    /// The decoded text, special tokens left out, trimmed.
-    pub text: String,
-    /// The new token ids (a final stop token included).
-    pub token_ids: Vec<u32>,
-    /// Positions in the prompt (image features included).
-    pub prompt_tokens: usize,
-    /// Time spent encoding the image (zero without one).
-    pub vision: Duration,
-    /// From the call to the first new token: preprocessing, vision, prefill, sampling.
-    pub time_to_first_token: Duration,
-    /// New tokens per second after the first.
-    pub tokens_per_second: f64,
-}
-
 /// A loaded FastVLM.
 pub struct FastVlm {
     config: FastVlmConfig,
@@ -690,7 +630,14 @@ impl FastVlm {
         let vision = start.elapsed();
         let prompt = chat_prompt(None, &format!("{IMAGE_PLACEHOLDER}\n{instruction}"));
         let embeds = self.prompt_embeddings(&prompt, Some(&features))?;
-        let mut generation = self.generate(&embeds, start, settings, on_token)?;
+        let mut generation = generate(
+            &self.language,
+            &self.tokenizer,
+            &embeds,
+            start,
+            settings,
+            on_token,
+        )?;
         generation.vision = vision;
         Ok(generation)
     }
@@ -708,69 +655,14 @@ impl FastVlm {
         let user = user.replace(IMAGE_PLACEHOLDER, "<img>");
         let system = system.map(|system| system.replace(IMAGE_PLACEHOLDER, "<img>"));
         let embeds = self.prompt_embeddings(&chat_prompt(system.as_deref(), &user), None)?;
-        self.generate(&embeds, start, settings, on_token)
-    }
-
-    /// Prefills `embeds` and samples until a stop token or the token limit.
-    fn generate(
-        &self,
-        embeds: &Tensor,
-        start: Instant,
-        settings: &GenerationSettings,
-        on_token: &mut dyn FnMut(&str),
-    ) -> Result<Generation, ModelError> {
-        let prompt_tokens = embeds.dim(1)?;
-        let mut sampler = settings.sampler();
-        // Greedy decoding asks the language model for the token itself, which it finds
-        // without computing every logit.
-        let mut next_token = |embeds: &Tensor, cache: &mut KvCache| -> Result<u32, ModelError> {
-            match sampler.as_mut() {
-                None => Ok(self.language.greedy_tokens(embeds, cache)?[0]),
-                Some(sampler) => {
-                    let logits = self.language.forward_embeds(embeds, cache)?;
-                    Ok(sampler.sample(&logits.squeeze(0)?.to_dtype(DType::F32)?)?)
-                }
-            }
-        };
-        let mut cache: KvCache = self.language.new_cache();
-        let mut token = next_token(embeds, &mut cache)?;
-        let mut token_ids = Vec::new();
-        let mut text = String::new();
-        let mut first_token_at = None;
-        while token_ids.len() < settings.max_new_tokens {
-            first_token_at.get_or_insert_with(Instant::now);
-            token_ids.push(token);
-            if self.tokenizer.stop_ids().contains(&token) {
-                break;
-            }
-            let decoded = self.tokenizer.decode(&token_ids)?;
-            // Hold back text that ends inside a multi-byte character still being generated.
-            if decoded.len() > text.len() && !decoded.ends_with('\u{FFFD}') {
-                on_token(&decoded[text.len()..]);
-                text = decoded;
-            }
-            if token_ids.len() == settings.max_new_tokens {
-                break;
-            }
-            let next = Tensor::new(&[token], &self.device)?;
-            let embedded = self.language.embed(&next)?.unsqueeze(0)?;
-            token = next_token(&embedded, &mut cache)?;
-        }
-        let first_token_at = first_token_at.unwrap_or_else(Instant::now);
-        let after_first = token_ids.len().saturating_sub(1);
-        let decode_time = first_token_at.elapsed().as_secs_f64();
-        Ok(Generation {
-            text: self.tokenizer.decode(&token_ids)?.trim().to_string(),
-            token_ids,
-            prompt_tokens,
-            vision: Duration::ZERO,
-            time_to_first_token: first_token_at - start,
-            tokens_per_second: if after_first > 0 && decode_time > 0.0 {
-                after_first as f64 / decode_time
-            } else {
-                0.0
-            },
-        })
+        generate(
+            &self.language,
+            &self.tokenizer,
+            &embeds,
+            start,
+            settings,
+            on_token,
+        )
     }
 }
 
@@ -836,17 +728,6 @@ impl FrameCaptioner for FastVlmCaptioner {
             .model
             .describe(frame, &self.instruction, &self.settings, on_token)?
             .text)
-    }
-}
-
-/// `f32` or `bf16` as a candle dtype.
-pub fn parse_dtype(name: &str) -> Result<DType, String> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        other => Err(format!(
-            "unknown dtype {other:?} (expected `f32` or `bf16`)"
-        )),
     }
 }
 

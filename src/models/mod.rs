@@ -8,6 +8,7 @@ pub mod clip_text;
 pub mod clip_tokenizer;
 pub mod fastvit;
 pub mod fastvlm;
+pub mod generation;
 pub mod kernels;
 pub mod mobileclip;
 pub mod preprocess;

@@ -112,6 +112,16 @@ impl Qwen2Tokenizer {
     }
 }
 
+impl super::generation::TokenText for Qwen2Tokenizer {
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError> {
+        Qwen2Tokenizer::decode(self, ids)
+    }
+
+    fn stop_ids(&self) -> &[u32] {
+        Qwen2Tokenizer::stop_ids(self)
+    }
+}
+
 /// Qwen2's chat template with one system and one user turn, open for the assistant's reply
 /// (`add_generation_prompt`).
 pub fn chat_prompt(system: Option<&str>, user: &str) -> String {
