@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench accuracy                       # tiny fixture embedder
-//! KEYSCRIBE_EMBEDDER=DIR cargo bench --bench accuracy  # any MobileCLIP2 checkpoint
+//! KEYSCRIBE_EMBEDDER=DIR cargo bench --bench accuracy  # any embedder checkpoint
 //! ```
 //!
 //! The files are `samples/scenes.mp4` and `transitions.mp4` (made by `samples/make_samples.sh
@@ -21,8 +21,7 @@ use candle_core::Device;
 use serde_json::{json, Value};
 
 use keyscribe::analysis::ModelSource;
-use keyscribe::embed::FrameEmbedder;
-use keyscribe::models::mobileclip::MobileClip;
+use keyscribe::models::roles::load_embedder;
 use keyscribe::pipeline::{analyse, AnalysisJob, Models, PipelineConfig, Progress, StopSignal};
 use keyscribe::time::MediaTime;
 
@@ -50,9 +49,8 @@ fn main() {
         root.join("samples/scenes.json"),
         samples.join("transitions.json"),
     ];
-    let model = MobileClip::load(&embedder_dir, &Device::Cpu).expect("embedder");
-    let name = model.name().to_string();
-    let mut embedder: Box<dyn FrameEmbedder> = Box::new(model);
+    let mut embedder = load_embedder(&embedder_dir, &Device::Cpu).expect("embedder");
+    let name = embedder.name().to_string();
     for truth_path in truths {
         let truth: Value =
             serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();

@@ -1,18 +1,73 @@
-//! The caption stage: a vision-language model describes each keyframe.
+//! The caption stage: a vision-language model describes each keyframe with the pipeline's
+//! prompt and decoding settings.
 
 use image::RgbImage;
 
+use crate::models::generation::{parse_dtype, GenerationSettings};
+use crate::models::roles::{Captioner, CaptionerOptions};
 use crate::models::ModelError;
+use crate::pipeline::CaptionSettings;
 
-/// A captioner as the caption stage uses it: its prompt and decoding settings are fixed when
-/// it is made.
-pub trait FrameCaptioner: Send {
+/// A captioner with the pipeline's prompt and decoding settings fixed.
+pub struct KeyframeCaptioner {
+    model: Box<dyn Captioner>,
+    name: String,
+    instruction: String,
+    settings: GenerationSettings,
+}
+
+impl KeyframeCaptioner {
+    /// Wraps `model` with the caption settings' prompt, token limit and sampling.
+    pub fn new(model: Box<dyn Captioner>, settings: &CaptionSettings) -> Self {
+        Self {
+            name: model.name(),
+            model,
+            instruction: settings.prompt.clone(),
+            settings: generation_settings(settings),
+        }
+    }
+
     /// The model's name, for the analysis document.
-    fn name(&self) -> &str;
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model (for summaries, which reuse its language model, and `describe`).
+    pub fn model(&self) -> &dyn Captioner {
+        self.model.as_ref()
+    }
+
     /// Describes a full-resolution keyframe; `on_token` receives the text as it is generated.
-    fn caption(
-        &mut self,
+    pub fn caption(
+        &self,
         frame: &RgbImage,
         on_token: &mut dyn FnMut(&str),
-    ) -> Result<String, ModelError>;
+    ) -> Result<String, ModelError> {
+        Ok(self
+            .model
+            .describe(frame, &self.instruction, &self.settings, on_token)?
+            .text)
+    }
+}
+
+/// The decoding settings of a pipeline's `[caption]` table.
+pub fn generation_settings(settings: &CaptionSettings) -> GenerationSettings {
+    GenerationSettings {
+        max_new_tokens: settings.max_tokens,
+        temperature: settings.temperature,
+        top_p: settings.top_p,
+        seed: settings.seed,
+    }
+}
+
+/// How a pipeline's `[caption]` table asks for the captioner to be loaded.
+pub fn captioner_options(settings: &CaptionSettings) -> Result<CaptionerOptions, ModelError> {
+    let dtype = parse_dtype(&settings.dtype).map_err(|problem| ModelError::Config {
+        path: "caption.dtype".into(),
+        problem,
+    })?;
+    Ok(CaptionerOptions {
+        dtype,
+        image_splitting: settings.image_splitting,
+    })
 }

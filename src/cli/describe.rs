@@ -9,7 +9,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use keyscribe::models::generation::GenerationSettings;
 use keyscribe::pipeline::{load_captioner, ModelDirs, Override};
 
 use super::args::{CaptionFlags, CaptionerArgs, PipelineArgs};
@@ -92,12 +91,7 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     ));
     let caption = &config.caption;
-    let settings = GenerationSettings {
-        max_new_tokens: caption.max_tokens,
-        temperature: caption.temperature,
-        top_p: caption.top_p,
-        seed: caption.seed,
-    };
+    let settings = keyscribe::caption::generation_settings(caption);
     let several = args.images.len() > 1;
     for (name, image) in images {
         print::note(format_args!("describing {name}…"));

@@ -71,7 +71,6 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         let embeddings = model.embed_texts(&texts).context("embedding the texts")?;
         (args.texts.clone(), embeddings)
     };
-    let embeddings = embeddings.to_vec2::<f32>()?;
     if args.json {
         let document = EmbeddingsJson {
             model: model.name(),

@@ -64,7 +64,6 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index = library_index(&args.target, &documents)?;
     let query = embedder
         .embed_texts(&[args.query.as_str()])?
-        .to_vec2::<f32>()?
         .remove(0);
     let hits = index.search(&query, &args.query, args.top, &config.search)?;
     if args.json {

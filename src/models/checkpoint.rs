@@ -285,11 +285,7 @@ impl CheckpointFiles {
         ModelError::WrongModel {
             dir: dir.to_path_buf(),
             found: self.layout().to_string(),
-            wanted: match wanted {
-                ModelRole::Embedder => "an embedder (MobileCLIP2)",
-                ModelRole::Captioner => "a captioner (FastVLM)",
-            }
-            .to_string(),
+            wanted: wanted.with_article().to_string(),
         }
     }
 }

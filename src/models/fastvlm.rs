@@ -12,7 +12,7 @@
 //! model is written against the port's names; `apple_name` is the one table that maps
 //! them to Apple's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::checkpoint::CheckpointFiles;
 use super::fastvit::{self, FastVit};
-use super::generation::{generate, parse_dtype, Generation, GenerationSettings};
+use super::generation::{generate, Generation, GenerationSettings};
 use super::kernels;
 use super::kernels::{Activation, Linear};
 use super::preprocess::{self, Interpolation, Normalization};
@@ -31,8 +31,6 @@ use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
 use super::store::ModelRole;
 use super::weights::Checkpoint;
 use super::{read_json, ModelError};
-use crate::caption::FrameCaptioner;
-use crate::pipeline::CaptionSettings;
 
 /// Where the user's turn puts the image.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -678,59 +676,6 @@ fn load_projector(vb: VarBuilder, config: &FastVlmConfig) -> candle_core::Result
     Ok((linear("linear_1", features)?, linear("linear_2", hidden)?))
 }
 
-/// FastVLM as the caption stage uses it: the pipeline's prompt and decoding settings.
-pub struct FastVlmCaptioner {
-    model: FastVlm,
-    name: String,
-    instruction: String,
-    settings: GenerationSettings,
-}
-
-impl FastVlmCaptioner {
-    /// Loads the checkpoint in `dir` with the pipeline's caption settings (prompt, token
-    /// limit, sampling, dtype).
-    pub fn from_settings(dir: &Path, settings: &CaptionSettings) -> Result<Self, ModelError> {
-        let dtype = parse_dtype(&settings.dtype).map_err(|problem| ModelError::Config {
-            path: PathBuf::from("caption.dtype"),
-            problem,
-        })?;
-        let model = FastVlm::load(dir, dtype, &super::captioner_device())?;
-        Ok(Self {
-            name: model.name(),
-            model,
-            instruction: settings.prompt.clone(),
-            settings: GenerationSettings {
-                max_new_tokens: settings.max_tokens,
-                temperature: settings.temperature,
-                top_p: settings.top_p,
-                seed: settings.seed,
-            },
-        })
-    }
-
-    /// The loaded model (for summaries, which reuse its language model).
-    pub fn model(&self) -> &FastVlm {
-        &self.model
-    }
-}
-
-impl FrameCaptioner for FastVlmCaptioner {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn caption(
-        &mut self,
-        frame: &RgbImage,
-        on_token: &mut dyn FnMut(&str),
-    ) -> Result<String, ModelError> {
-        Ok(self
-            .model
-            .describe(frame, &self.instruction, &self.settings, on_token)?
-            .text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -790,11 +735,5 @@ mod tests {
         let error =
             vision_config(Some(&serde_json::json!({"architecture": "resnet50"}))).unwrap_err();
         assert!(error.contains("resnet50"), "{error}");
-    }
-
-    #[test]
-    fn dtypes_are_named() {
-        assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
-        assert!(parse_dtype("f16").unwrap_err().contains("f16"));
     }
 }

@@ -152,3 +152,15 @@ pub fn parse_dtype(name: &str) -> Result<DType, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtypes_are_named() {
+        assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
+        assert_eq!(parse_dtype("f32").unwrap(), DType::F32);
+        assert!(parse_dtype("f16").unwrap_err().contains("f16"));
+    }
+}

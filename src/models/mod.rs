@@ -1,6 +1,8 @@
-//! Neural networks in candle: the FastViT image towers, MobileCLIP2 and FastVLM.
+//! Neural networks in candle: the embedders (MobileCLIP2, SigLIP2) and captioners (FastVLM,
+//! SmolVLM), behind one boundary per role ([`roles`]).
 //!
-//! One file per model family; shared building blocks live once. Every model loads through
+//! One file per model family; shared building blocks live once. Nothing here depends on the
+//! stages above. Every model loads through
 //! [`weights::Checkpoint`], which refuses files that do not match the architecture.
 
 pub mod checkpoint;
@@ -14,6 +16,7 @@ pub mod mobileclip;
 pub mod preprocess;
 pub mod qwen2;
 pub mod qwen2_tokenizer;
+pub mod roles;
 pub mod store;
 pub mod weights;
 

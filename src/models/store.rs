@@ -13,6 +13,7 @@
 //! A model is identified by the SHA-256 of its weights ([`weights_sha256`]), recorded in
 //! analysis documents so that embeddings of different models are never compared.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use super::checkpoint::{self, CheckpointFiles};
 use super::ModelError;
 
 /// The manifests shipped in `models/`, compiled into the binary.
-const MANIFEST_SOURCES: [(&str, &str); 7] = [
+const MANIFEST_SOURCES: [(&str, &str); 12] = [
     (
         "mobileclip2-s0.toml",
         include_str!("../../models/mobileclip2-s0.toml"),
@@ -46,6 +47,18 @@ const MANIFEST_SOURCES: [(&str, &str); 7] = [
         include_str!("../../models/mobileclip2-s4.toml"),
     ),
     (
+        "siglip2-base-224.toml",
+        include_str!("../../models/siglip2-base-224.toml"),
+    ),
+    (
+        "siglip2-base-256.toml",
+        include_str!("../../models/siglip2-base-256.toml"),
+    ),
+    (
+        "siglip2-base-384.toml",
+        include_str!("../../models/siglip2-base-384.toml"),
+    ),
+    (
         "fastvlm-0.5b.toml",
         include_str!("../../models/fastvlm-0.5b.toml"),
     ),
@@ -56,6 +69,14 @@ const MANIFEST_SOURCES: [(&str, &str); 7] = [
     (
         "fastvlm-7b.toml",
         include_str!("../../models/fastvlm-7b.toml"),
+    ),
+    (
+        "smolvlm-256m.toml",
+        include_str!("../../models/smolvlm-256m.toml"),
+    ),
+    (
+        "smolvlm-500m.toml",
+        include_str!("../../models/smolvlm-500m.toml"),
     ),
 ];
 
@@ -68,9 +89,9 @@ pub const DEFAULT_CAPTIONER: &str = "FastVLM-0.5B";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelRole {
-    /// Image and text embeddings (MobileCLIP2).
+    /// Image and text embeddings (MobileCLIP2, SigLIP2).
     Embedder,
-    /// Image descriptions (FastVLM).
+    /// Image descriptions (FastVLM, SmolVLM).
     Captioner,
 }
 
@@ -80,6 +101,14 @@ impl ModelRole {
         match self {
             ModelRole::Embedder => "--embedder",
             ModelRole::Captioner => "--captioner",
+        }
+    }
+
+    /// The role with its article, for messages: "an embedder", "a captioner".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            ModelRole::Embedder => "an embedder",
+            ModelRole::Captioner => "a captioner",
         }
     }
 }
@@ -105,8 +134,23 @@ pub struct Manifest {
     pub description: String,
     /// Hugging Face Hub repository, e.g. `timm/MobileCLIP2-S0-OpenCLIP`.
     pub repo: String,
-    /// Branch, tag or commit of the repository.
+    /// The commit of the repository that is downloaded (a branch name only where no commit
+    /// could be pinned).
     pub revision: String,
+    /// The licence of the weights, e.g. `Apache-2.0` or `apple-amlr`.
+    pub licence: String,
+    /// Where the licence's text is.
+    pub licence_url: String,
+    /// Whether the licence allows research use only (no commercial product or service).
+    #[serde(default)]
+    pub research_only: bool,
+    /// The download's size in bytes, when known.
+    #[serde(default)]
+    pub download_bytes: Option<u64>,
+    /// The SHA-256 of downloaded files, by file name: checked after every download and by
+    /// `keyscribe models verify`.
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
     /// Files to download. A `*.safetensors.index.json` file also brings the shards it
     /// lists. (What a directory must hold is decided by its layout, not by this list.)
     pub files: Vec<String>,
@@ -124,6 +168,49 @@ impl Manifest {
     /// The command that downloads this model on a machine with network access.
     pub fn fetch_command(&self) -> String {
         format!("keyscribe models fetch {}", self.name)
+    }
+
+    /// Whether the revision is a commit (40 hex digits) rather than a branch or tag.
+    pub fn revision_is_commit(&self) -> bool {
+        self.revision.len() == 40 && self.revision.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    /// The one line a run prints when it uses a research-only model; `None` for others.
+    pub fn research_only_notice(&self) -> Option<String> {
+        self.research_only.then(|| {
+            format!(
+                "{} is licensed for research only ({}, {}); see `keyscribe models list` for \
+                 models you may use in a product",
+                self.name, self.licence, self.licence_url
+            )
+        })
+    }
+
+    /// Checks the files in `dir` that the manifest pins against their SHA-256 (hashes kept in
+    /// `memo_dir` as [`weights_sha256`] keeps them); returns how many were checked.
+    pub fn check_pinned(&self, dir: &Path, memo_dir: Option<&Path>) -> Result<usize, StoreError> {
+        let mut checked = 0;
+        for (file, expected) in &self.sha256 {
+            let path = dir.join(file);
+            if !path.exists() {
+                continue;
+            }
+            let found = memoized_sha256(&path, memo_dir)
+                .map_err(|source| ModelError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            if !found.eq_ignore_ascii_case(expected) {
+                return Err(StoreError::ChecksumMismatch {
+                    name: self.name.clone(),
+                    path,
+                    expected: expected.clone(),
+                    found,
+                });
+            }
+            checked += 1;
+        }
+        Ok(checked)
     }
 }
 
@@ -241,6 +328,22 @@ pub enum StoreError {
     /// other variants are what this error usually is).
     #[error(transparent)]
     Checkpoint(Box<ModelError>),
+    /// A file differs from the SHA-256 its manifest pins.
+    #[error(
+        "{name}: {} has SHA-256 {found}, but the manifest pins {expected}: the download is \
+         damaged or is not the pinned revision; delete it and fetch again",
+        path.display()
+    )]
+    ChecksumMismatch {
+        /// The model's name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// The pinned SHA-256.
+        expected: String,
+        /// The file's SHA-256.
+        found: String,
+    },
     /// A download started but failed.
     #[error("{name}: downloading {file} from {repo} failed: {reason}")]
     Download {
@@ -286,6 +389,13 @@ pub fn use_directory(manifest: &Manifest, dir: &Path) -> Result<LocatedModel, St
 /// The model's directory in the local Hugging Face cache, if it holds what the model's
 /// layout needs.
 pub fn find_in_cache(manifest: &Manifest, settings: &HubSettings) -> Option<LocatedModel> {
+    if manifest.revision_is_commit() {
+        // The pinned commit's snapshot, however it was downloaded (a download by revision
+        // leaves no ref to read).
+        if let Some(found) = find_snapshot(manifest, &manifest.revision, settings) {
+            return Some(found);
+        }
+    }
     let cache = Cache::new(settings.cache_dir.clone()).repo(manifest.hub_repo());
     let first = cache.get(manifest.files.first()?)?;
     let dir = first.parent()?.to_path_buf();
@@ -397,6 +507,7 @@ pub fn fetch(manifest: &Manifest, settings: &HubSettings) -> Result<LocatedModel
         let _ = repo.get(file);
     }
     let dir = dir.expect("every manifest lists at least one file");
+    manifest.check_pinned(&dir, None)?;
     Ok(LocatedModel {
         name: manifest.name.clone(),
         source: hub_source(manifest),
@@ -569,10 +680,67 @@ mod tests {
     }
 
     #[test]
+    fn every_manifest_carries_a_licence_and_pins_only_files_it_downloads() {
+        for manifest in manifests() {
+            assert!(!manifest.licence.is_empty(), "{}", manifest.name);
+            assert!(manifest.licence_url.starts_with("https://"), "{}", manifest.name);
+            assert_eq!(
+                manifest.research_only,
+                manifest.licence == "apple-amlr",
+                "{}",
+                manifest.name
+            );
+            for (file, sha256) in &manifest.sha256 {
+                assert!(
+                    manifest.files.contains(file) || manifest.optional_files.contains(file),
+                    "{}: pins {file}, which it does not download",
+                    manifest.name
+                );
+                assert!(
+                    sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{}: {file}",
+                    manifest.name
+                );
+            }
+        }
+        let open = ["SigLIP2-base-224", "SmolVLM-256M", "SmolVLM-500M"];
+        for name in open {
+            let manifest = manifest(name).unwrap();
+            assert!(manifest.revision_is_commit(), "{name}");
+            assert!(manifest.sha256.contains_key("model.safetensors"), "{name}");
+            assert!(manifest.research_only_notice().is_none(), "{name}");
+        }
+        let notice = manifest("FastVLM-0.5B").unwrap().research_only_notice().unwrap();
+        assert!(notice.contains("research only"), "{notice}");
+    }
+
+    #[test]
+    fn pinned_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = manifest("SmolVLM-256M").unwrap().clone();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        // A file that is not the pinned one is named.
+        manifest.sha256.retain(|file, _| file == "config.json");
+        let error = manifest.check_pinned(dir.path(), None).unwrap_err().to_string();
+        assert!(error.contains("config.json") && error.contains("pins"), "{error}");
+        // The SHA-256 of `{}`.
+        manifest.sha256.insert(
+            "config.json".into(),
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".into(),
+        );
+        assert_eq!(manifest.check_pinned(dir.path(), None).unwrap(), 1);
+        // A pinned file not downloaded (an optional one) is not checked.
+        manifest.sha256.insert("tokenizer.json".into(), "00".repeat(32));
+        assert_eq!(manifest.check_pinned(dir.path(), None).unwrap(), 1);
+    }
+
+    #[test]
     fn the_cache_layout_is_found() {
+        // A branch is followed through its ref.
         let cache = tempfile::tempdir().unwrap();
-        let manifest = manifest("MobileCLIP2-S0").unwrap();
-        let repo_dir = cache.path().join("models--timm--MobileCLIP2-S0-OpenCLIP");
+        let manifest = manifest("MobileCLIP2-S3").unwrap();
+        assert_eq!(manifest.revision, "main");
+        let repo_dir = cache.path().join("models--timm--MobileCLIP2-S3-OpenCLIP");
         let snapshot = repo_dir.join("snapshots/0123abcd");
         std::fs::create_dir_all(&snapshot).unwrap();
         std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
@@ -582,8 +750,26 @@ mod tests {
         }
         let found = resolve(manifest, None, &settings(cache.path())).unwrap();
         assert_eq!(found.dir, snapshot);
-        assert_eq!(found.source, "hf://timm/MobileCLIP2-S0-OpenCLIP@main");
+        assert_eq!(found.source, "hf://timm/MobileCLIP2-S3-OpenCLIP@main");
         assert_eq!(found.revision.as_deref(), Some("0123abcd"));
+
+        // A pinned commit is found by its snapshot, whatever the refs say.
+        let manifest = super::manifest("MobileCLIP2-S0").unwrap();
+        let repo_dir = cache.path().join("models--timm--MobileCLIP2-S0-OpenCLIP");
+        let snapshot = repo_dir.join("snapshots").join(&manifest.revision);
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+        std::fs::write(repo_dir.join("refs/main"), "0123abcd").unwrap();
+        for file in &manifest.files {
+            std::fs::write(snapshot.join(file), "x").unwrap();
+        }
+        let found = resolve(manifest, None, &settings(cache.path())).unwrap();
+        assert_eq!(found.dir, snapshot);
+        assert_eq!(
+            found.source,
+            format!("hf://timm/MobileCLIP2-S0-OpenCLIP@{}", manifest.revision)
+        );
+        assert_eq!(found.revision.as_ref(), Some(&manifest.revision));
     }
 
     #[test]

@@ -247,6 +247,9 @@ pub struct CaptionSettings {
     pub seed: u64,
     /// Compute precision: `f32` or `bf16`.
     pub dtype: String,
+    /// Whether a captioner that can cut a keyframe into tiles (SmolVLM) does; unset keeps
+    /// the checkpoint's own processor setting. Captioners without tiles ignore it.
+    pub image_splitting: Option<bool>,
 }
 
 impl Default for CaptionSettings {
@@ -261,6 +264,7 @@ impl Default for CaptionSettings {
             top_p: 0.9,
             seed: 299792458,
             dtype: "f32".to_string(),
+            image_splitting: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use super::{
     analyse, AnalysisJob, AnalysisOutput, Models, PipelineConfig, PipelineError, Progress,
@@ -11,11 +11,11 @@ use super::{
 };
 use crate::analysis::{Analysis, FrameEmbeddings, ModelRecord, ModelSource};
 use crate::cache::{file_sha256, AnalysisCache};
-use crate::caption::FrameCaptioner;
+use crate::caption::{captioner_options, KeyframeCaptioner};
+use crate::models::captioner_device;
 use crate::models::checkpoint::CheckpointFiles;
-use crate::models::fastvlm::{FastVlm, FastVlmCaptioner};
 use crate::models::generation::GenerationSettings;
-use crate::models::mobileclip::MobileClip;
+use crate::models::roles::{self, CaptionerOptions, Embedder};
 use crate::models::store::{self, HubSettings, LocatedModel, ModelRole};
 use crate::models::weights::Checkpoint;
 use crate::summary::Generate;
@@ -55,9 +55,9 @@ pub fn locate_captioner(
 pub fn load_embedder(
     config: &PipelineConfig,
     dirs: &ModelDirs,
-) -> Result<(MobileClip, ModelSource), PipelineError> {
+) -> Result<(Box<dyn Embedder>, ModelSource), PipelineError> {
     let located = locate_embedder(config, dirs)?;
-    let model = MobileClip::load(&located.dir, &Device::Cpu)?;
+    let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
     Ok((model, model_source(&located)?))
 }
 
@@ -66,9 +66,11 @@ pub fn load_embedder(
 pub fn load_captioner(
     config: &PipelineConfig,
     dirs: &ModelDirs,
-) -> Result<(FastVlmCaptioner, ModelSource), PipelineError> {
+) -> Result<(KeyframeCaptioner, ModelSource), PipelineError> {
     let located = locate_captioner(config, dirs)?;
-    let captioner = FastVlmCaptioner::from_settings(&located.dir, &config.caption)?;
+    let options = captioner_options(&config.caption)?;
+    let model = roles::load_captioner(&located.dir, options, &captioner_device())?;
+    let captioner = KeyframeCaptioner::new(model, &config.caption);
     Ok((captioner, model_source(&located)?))
 }
 
@@ -93,7 +95,7 @@ pub fn load_recorded_embedder(
     analyses: &[(PathBuf, Analysis)],
     config: &PipelineConfig,
     dirs: &ModelDirs,
-) -> Result<MobileClip, PipelineError> {
+) -> Result<Box<dyn Embedder>, PipelineError> {
     let (model, used) = match (analyses.first(), &dirs.embedder) {
         (Some((document, analysis)), None) => {
             recorded_embedder(document, &analysis.models.embedder, config)?
@@ -123,7 +125,7 @@ fn recorded_embedder(
     document: &Path,
     recorded: &ModelRecord,
     config: &PipelineConfig,
-) -> Result<(MobileClip, ModelRecord), PipelineError> {
+) -> Result<RecordedEmbedder, PipelineError> {
     let settings = HubSettings::from_env();
     let from_hub = store::manifest_of_source(&recorded.source);
     let hub_manifest = from_hub.or_else(|| {
@@ -175,14 +177,17 @@ fn recorded_embedder(
     })
 }
 
+/// An embedder with the record of which model it is.
+type RecordedEmbedder = (Box<dyn Embedder>, ModelRecord);
+
 /// The located embedder, loaded, when it is the `recorded` model; else the record of the
 /// other model it is.
 fn matching_embedder(
     located: &LocatedModel,
     recorded: &ModelRecord,
-) -> Result<Result<(MobileClip, ModelRecord), ModelRecord>, PipelineError> {
+) -> Result<Result<RecordedEmbedder, ModelRecord>, PipelineError> {
     let source = model_source(located)?;
-    let model = MobileClip::load(&located.dir, &Device::Cpu)?;
+    let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
     let found = source.record(model.name());
     Ok(if recorded.same_model(&found) {
         Ok((model, found))
@@ -215,10 +220,12 @@ pub fn load_summarizer(
 pub fn verify_model(role: ModelRole, dir: &Path) -> Result<String, PipelineError> {
     let description = match role {
         ModelRole::Embedder => {
-            let model = MobileClip::load(dir, &Device::Cpu)?;
+            let model = roles::load_embedder(dir, &Device::Cpu)?;
             format!("{}, {}-d embeddings", model.name(), model.dim())
         }
-        ModelRole::Captioner => FastVlm::load(dir, DType::F32, &Device::Cpu)?.name(),
+        ModelRole::Captioner => {
+            roles::load_captioner(dir, CaptionerOptions::f32(), &Device::Cpu)?.name()
+        }
     };
     let files = CheckpointFiles::find(dir, role)?;
     Checkpoint::open(files.weights())?.ensure_finite()?;
@@ -303,12 +310,12 @@ pub fn load_models(
     let (embedder, embedder_source) = load_embedder(config, dirs)?;
     let captioner = if captions {
         let (captioner, source) = load_captioner(config, dirs)?;
-        Some((Box::new(captioner) as Box<dyn FrameCaptioner>, source))
+        Some((captioner, source))
     } else {
         None
     };
     Ok(Models {
-        embedder: Box::new(embedder),
+        embedder,
         embedder_source,
         captioner,
     })

@@ -11,8 +11,8 @@ use crate::analysis::{
     Analysis, FrameEmbeddings, KeyframeRecord, ModelSource, ModelsRecord, SceneSpan, Timings,
     VideoRecord, SCHEMA,
 };
-use crate::caption::FrameCaptioner;
-use crate::embed::FrameEmbedder;
+use crate::caption::KeyframeCaptioner;
+use crate::models::roles::Embedder;
 use crate::select::{Scene, SceneSelector};
 use crate::time::MediaTime;
 use crate::video::{DecodeOptions, Frame, FrameReader, FrameSeeker, ResizeMode, Size, VideoInfo};
@@ -26,11 +26,11 @@ const SCENE_QUEUE: usize = 16;
 /// loads them once.
 pub struct Models {
     /// The image embedder.
-    pub embedder: Box<dyn FrameEmbedder>,
+    pub embedder: Box<dyn Embedder>,
     /// Where the embedder's weights came from and which they are.
     pub embedder_source: ModelSource,
     /// The captioner and where its weights came from; `None` selects keyframes only.
-    pub captioner: Option<(Box<dyn FrameCaptioner>, ModelSource)>,
+    pub captioner: Option<(KeyframeCaptioner, ModelSource)>,
 }
 
 /// The models and settings of one analysis.
@@ -95,19 +95,16 @@ pub fn analyse(
         video_sha256,
         models:
             Models {
-                mut embedder,
+                embedder,
                 embedder_source,
                 captioner,
             },
     } = job;
-    let (input_width, input_height) = embedder.input_size();
+    let (size, mode) = crate::embed::frame_geometry(embedder.as_ref());
     let options = DecodeOptions {
         sample_rate: config.decode.sample_fps,
-        size: Size::Exact {
-            width: input_width,
-            height: input_height,
-        },
-        mode: ResizeMode::Crop,
+        size,
+        mode,
         keyframes_only: config.decode.codec_keyframes,
         start: MediaTime::from_seconds(config.decode.start_s.unwrap_or(0.0)),
         end: config.decode.end_s.map(MediaTime::from_seconds),
@@ -242,7 +239,7 @@ pub fn analyse(
     let video_path = video.to_path_buf();
     let caption_bar = progress.clone();
     stages.spawn("caption", move |signal| {
-        let mut captioner = captioner.map(|(model, _)| model);
+        let captioner = captioner.map(|(model, _)| model);
         let mut seeker = match captioner {
             Some(_) => Some(FrameSeeker::open(
                 &video_path,
@@ -255,7 +252,7 @@ pub fn analyse(
         let mut index = 0;
         while let Some(scene) = signal.recv(&scene_receiver)? {
             let clock = Instant::now();
-            let caption = match (&mut captioner, &mut seeker) {
+            let caption = match (&captioner, &mut seeker) {
                 (Some(model), Some(seeker)) => {
                     let frame = seeker.frame_at(scene.keyframe)?;
                     Some(model.caption(&frame.image, &mut |_| {})?.trim().to_string())

@@ -1,0 +1,189 @@
+//! The two roles a model plays, one boundary each, and the loaders that pick the model kind
+//! from a checkpoint directory's own configuration file.
+//!
+//! - An [`Embedder`] turns images and texts into unit vectors in one space.
+//! - A [`Captioner`] turns an image and a prompt into text, streamed as it is generated.
+//!
+//! Everything above `models` (the stages, the commands) sees only these traits; which
+//! architecture runs is decided by [`CheckpointLayout::detect`] from `config.json` or
+//! `open_clip_config.json`, so any supported checkpoint works wherever a model is asked for.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use super::checkpoint::CheckpointLayout;
+use super::fastvlm::FastVlm;
+use super::generation::{Generation, GenerationSettings};
+use super::mobileclip::MobileClip;
+use super::store::ModelRole;
+use super::ModelError;
+
+/// How a video frame is brought to an embedder's input size before
+/// [`Embedder::embed_frames`], as the model's own image processor would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFit {
+    /// Scaled to cover the input, then the centre cut out (open_clip's resize + centre crop).
+    CentreCrop,
+    /// Scaled to the input size, the aspect ratio not kept (SigLIP's processor).
+    Stretch,
+}
+
+/// A model that maps images and texts into one space of unit vectors.
+pub trait Embedder: Send {
+    /// The model's name, for documents and messages.
+    fn name(&self) -> &str;
+    /// The length of an embedding.
+    fn dim(&self) -> usize;
+    /// The input size (width, height) frames are brought to.
+    fn input_size(&self) -> (u32, u32);
+    /// How frames are brought to [`Embedder::input_size`].
+    fn frame_fit(&self) -> FrameFit;
+    /// Embeddings of pictures of any size, preprocessed exactly as the model's reference
+    /// does: one L2-normalised row per picture, in order.
+    fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// Embeddings of frames already at the input size (brought there as
+    /// [`Embedder::frame_fit`] says): one L2-normalised row per frame, in order.
+    fn embed_frames(&self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError>;
+    /// Embeddings of texts: one L2-normalised row per text, in order.
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// A vision-language model that describes images and answers text-only chat turns.
+pub trait Captioner: Send {
+    /// The model's name, e.g. `FastVLM-0.5B`.
+    fn name(&self) -> String;
+    /// Describes `image` following `instruction`; `on_token` receives the text as it grows.
+    fn describe(
+        &self,
+        image: &RgbImage,
+        instruction: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError>;
+    /// Answers a text-only chat turn (for summaries).
+    fn generate_text(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError>;
+}
+
+/// How a captioner is loaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptionerOptions {
+    /// The dtype its weights and products run in.
+    pub dtype: DType,
+    /// Whether a model that can cut a picture into tiles (SmolVLM) does; `None` keeps what
+    /// the checkpoint's processor configuration says. Models without tiles ignore it.
+    pub image_splitting: Option<bool>,
+}
+
+impl CaptionerOptions {
+    /// f32, the checkpoint's own processor settings.
+    pub fn f32() -> Self {
+        Self {
+            dtype: DType::F32,
+            image_splitting: None,
+        }
+    }
+}
+
+/// Loads the embedder in `dir`, of whichever supported kind its configuration declares.
+pub fn load_embedder(dir: &Path, device: &Device) -> Result<Box<dyn Embedder>, ModelError> {
+    match detect(dir, ModelRole::Embedder)? {
+        CheckpointLayout::OpenClip => Ok(Box::new(MobileClip::load(dir, device)?)),
+        other => Err(wrong_role(dir, other, ModelRole::Embedder)),
+    }
+}
+
+/// Loads the captioner in `dir`, of whichever supported kind its configuration declares.
+pub fn load_captioner(
+    dir: &Path,
+    options: CaptionerOptions,
+    device: &Device,
+) -> Result<Box<dyn Captioner>, ModelError> {
+    match detect(dir, ModelRole::Captioner)? {
+        CheckpointLayout::FastVlm(_) => Ok(Box::new(FastVlm::load(dir, options.dtype, device)?)),
+        other => Err(wrong_role(dir, other, ModelRole::Captioner)),
+    }
+}
+
+/// The layout `dir` declares; a directory without a configuration file is taken to be in
+/// `role`'s usual layout, so the loader's error names the files it lacks.
+fn detect(dir: &Path, role: ModelRole) -> Result<CheckpointLayout, ModelError> {
+    Ok(CheckpointLayout::detect(dir)?.unwrap_or(CheckpointLayout::usual_for(role)))
+}
+
+fn wrong_role(dir: &Path, found: CheckpointLayout, wanted: ModelRole) -> ModelError {
+    ModelError::WrongModel {
+        dir: dir.to_path_buf(),
+        found: found.to_string(),
+        wanted: wanted.with_article().to_string(),
+    }
+}
+
+/// The rows of a `[rows, dim]` f32 tensor.
+fn rows(tensor: Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
+    Ok(tensor.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+impl Embedder for MobileClip {
+    fn name(&self) -> &str {
+        MobileClip::name(self)
+    }
+
+    fn dim(&self) -> usize {
+        MobileClip::dim(self)
+    }
+
+    fn input_size(&self) -> (u32, u32) {
+        MobileClip::input_size(self)
+    }
+
+    fn frame_fit(&self) -> FrameFit {
+        FrameFit::CentreCrop
+    }
+
+    fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        rows(MobileClip::embed_images(self, images)?)
+    }
+
+    fn embed_frames(&self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        // At the input size, open_clip's resize and crop leave a frame as it is.
+        rows(MobileClip::embed_images(self, frames)?)
+    }
+
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        rows(MobileClip::embed_texts(self, texts)?)
+    }
+}
+
+impl Captioner for FastVlm {
+    fn name(&self) -> String {
+        FastVlm::name(self)
+    }
+
+    fn describe(
+        &self,
+        image: &RgbImage,
+        instruction: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        FastVlm::describe(self, image, instruction, settings, on_token)
+    }
+
+    fn generate_text(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        FastVlm::generate_text(self, system, user, settings, on_token)
+    }
+}
