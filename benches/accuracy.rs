@@ -67,6 +67,7 @@ fn main() {
                     location: embedder_dir.display().to_string(),
                     revision: None,
                     weights_sha256: None,
+                    licence: None,
                 },
                 captioner: None,
             },

@@ -80,6 +80,11 @@ pub struct ModelRecord {
     /// absent in documents written before keyscribe recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
+    /// The licence of the weights (e.g. `Apache-2.0`, `apple-amlr`), when known: always for
+    /// a model from the Hub, for a local directory when its weights are a manifest's pinned
+    /// ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
 }
 
 impl ModelRecord {
@@ -115,6 +120,8 @@ pub struct ModelSource {
     pub revision: Option<String>,
     /// SHA-256 of the weights, when known.
     pub weights_sha256: Option<String>,
+    /// The licence of the weights, when known (see [`ModelRecord::licence`]).
+    pub licence: Option<String>,
 }
 
 impl ModelSource {
@@ -125,6 +132,7 @@ impl ModelSource {
             source: self.location.clone(),
             revision: self.revision.clone(),
             weights_sha256: self.weights_sha256.clone(),
+            licence: self.licence.clone(),
         }
     }
 }
@@ -874,6 +882,7 @@ mod tests {
             source: "/models/x".into(),
             revision: None,
             weights_sha256: sha256.map(str::to_string),
+            licence: None,
         };
         assert!(record("A", Some("1")).same_model(&record("B", Some("1"))));
         assert!(!record("A", Some("1")).same_model(&record("A", Some("2"))));

@@ -1,5 +1,6 @@
-//! `keyscribe models list|fetch|verify`: the known models, where their weights are, and
-//! whether the files hold what the architecture expects.
+//! `keyscribe models list|fetch|verify`: the known models with their licences, where their
+//! weights are, and whether the files are the pinned ones and hold what the architecture
+//! expects.
 
 use std::path::PathBuf;
 
@@ -32,15 +33,16 @@ enum ModelsAction {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Load every tensor of the named models (default: every downloaded model) and check it
-    /// is present with the shape the architecture expects, and that nothing is left over.
+    /// Check the named models (default: every downloaded model): each file the manifest pins
+    /// has its SHA-256, and every tensor is present with the shape the architecture expects,
+    /// nothing left over.
     Verify {
         /// Model names (see `keyscribe models list`).
         names: Vec<String>,
-        /// Check this MobileCLIP2 checkpoint directory instead of the cache.
+        /// Check this embedder checkpoint directory instead of the cache.
         #[arg(long, value_name = "DIR")]
         embedder: Option<PathBuf>,
-        /// Check this FastVLM checkpoint directory instead of the cache.
+        /// Check this captioner checkpoint directory instead of the cache.
         #[arg(long, value_name = "DIR")]
         captioner: Option<PathBuf>,
     },
@@ -76,14 +78,15 @@ fn verify(
     embedder: Option<PathBuf>,
     captioner: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut targets: Vec<(String, store::ModelRole, PathBuf)> = Vec::new();
+    let mut targets: Vec<(String, store::ModelRole, PathBuf, Option<&store::Manifest>)> =
+        Vec::new();
     let local = [
         (embedder, store::ModelRole::Embedder),
         (captioner, store::ModelRole::Captioner),
     ];
     for (dir, role) in local {
         if let Some(dir) = dir {
-            targets.push((dir.display().to_string(), role, dir));
+            targets.push((dir.display().to_string(), role, dir, None));
         }
     }
     let explicit = !names.is_empty();
@@ -100,16 +103,28 @@ fn verify(
     let mut missing = Vec::new();
     for manifest in manifests {
         match store::find_in_cache(manifest, settings) {
-            Some(located) => targets.push((manifest.name.clone(), manifest.role, located.dir)),
+            Some(located) => targets.push((
+                manifest.name.clone(),
+                manifest.role,
+                located.dir,
+                Some(manifest),
+            )),
             None if explicit => missing.push(manifest.name.clone()),
             None => print::line(format_args!("{:<16} not downloaded", manifest.name))?,
         }
     }
     let mut failures = 0;
-    for (label, role, dir) in targets {
-        match verify_model(role, &dir) {
-            Ok(description) => print::line(format_args!(
-                "{label:<16} ok: {description} ({})",
+    for (label, role, dir, manifest) in targets {
+        let pins = match manifest {
+            Some(manifest) => manifest
+                .check_pinned(&dir, None)
+                .map(|checked| pinned_summary(checked, manifest))
+                .map_err(anyhow::Error::from),
+            None => Ok("no manifest: files not pinned".to_string()),
+        };
+        match pins.and_then(|pins| Ok((pins, verify_model(role, &dir)?))) {
+            Ok((pins, description)) => print::line(format_args!(
+                "{label:<16} ok: {description}; {pins} ({})",
                 dir.display()
             ))?,
             Err(error) => {
@@ -131,6 +146,14 @@ fn verify(
     Ok(())
 }
 
+/// How many of a manifest's files were checked against a pinned SHA-256.
+fn pinned_summary(checked: usize, manifest: &store::Manifest) -> String {
+    match (checked, manifest.sha256.len()) {
+        (0, 0) => "no file hashes pinned (none published)".to_string(),
+        (checked, _) => format!("{checked} pinned SHA-256 match"),
+    }
+}
+
 fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
     let rows: Vec<serde_json::Value> = store::manifests()
         .iter()
@@ -141,6 +164,10 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
                 "role": manifest.role.to_string(),
                 "repo": manifest.repo,
                 "revision": manifest.revision,
+                "licence": manifest.licence,
+                "licence_url": manifest.licence_url,
+                "research_only": manifest.research_only,
+                "download_bytes": manifest.download_bytes,
                 "description": manifest.description,
                 "cached": cached.map(|located| located.dir.display().to_string()),
             })
@@ -155,10 +182,18 @@ fn list(settings: &HubSettings, json: bool) -> anyhow::Result<()> {
             Some(dir) => format!("cached: {dir}"),
             None => "not downloaded".to_string(),
         };
+        let licence = match row["research_only"].as_bool() {
+            Some(true) => format!(
+                "{} (research only)",
+                row["licence"].as_str().unwrap_or_default()
+            ),
+            _ => row["licence"].as_str().unwrap_or_default().to_string(),
+        };
         print::line(format_args!(
-            "{:<16} {:<10} {:<32} {}",
+            "{:<17} {:<10} {:<28} {:<36} {}",
             row["name"].as_str().unwrap_or_default(),
             row["role"].as_str().unwrap_or_default(),
+            licence,
             row["repo"].as_str().unwrap_or_default(),
             status
         ))?;

@@ -62,9 +62,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let embedder = load_recorded_embedder(&analyses, &config, &dirs)?;
     let index = library_index(&args.target, &documents)?;
-    let query = embedder
-        .embed_texts(&[args.query.as_str()])?
-        .remove(0);
+    let query = embedder.embed_texts(&[args.query.as_str()])?.remove(0);
     let hits = index.search(&query, &args.query, args.top, &config.search)?;
     if args.json {
         print::json_pretty(&hits)?;

@@ -195,11 +195,10 @@ impl Manifest {
             if !path.exists() {
                 continue;
             }
-            let found = memoized_sha256(&path, memo_dir)
-                .map_err(|source| ModelError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            let found = memoized_sha256(&path, memo_dir).map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })?;
             if !found.eq_ignore_ascii_case(expected) {
                 return Err(StoreError::ChecksumMismatch {
                     name: self.name.clone(),
@@ -212,6 +211,46 @@ impl Manifest {
         }
         Ok(checked)
     }
+}
+
+/// The licence of the weights `located` found, whose SHA-256 is `weights_sha256`: its
+/// manifest's for a Hub download; for a local directory, the licence of the manifest that
+/// pins exactly these weights, else unknown (`None`).
+pub fn licence_of(located: &LocatedModel, weights_sha256: Option<&str>) -> Option<String> {
+    if located.source.starts_with("hf://") {
+        return manifest(&located.name).ok().map(|m| m.licence.clone());
+    }
+    let sha256 = weights_sha256?;
+    manifests()
+        .iter()
+        .find(|manifest| {
+            manifest
+                .sha256
+                .iter()
+                .any(|(file, pinned)| file.ends_with(".safetensors") && pinned == sha256)
+        })
+        .map(|manifest| manifest.licence.clone())
+}
+
+/// The one line to print when the model `located` found is licensed for research only: a
+/// Hub model whose manifest says so, or a local directory in the layout of Apple's
+/// research-only families (MobileCLIP2's open_clip files, FastVLM).
+pub fn research_only_notice(located: &LocatedModel) -> Option<String> {
+    if located.source.starts_with("hf://") {
+        return manifest(&located.name).ok()?.research_only_notice();
+    }
+    let apple = matches!(
+        located.files.layout(),
+        checkpoint::CheckpointLayout::OpenClip | checkpoint::CheckpointLayout::FastVlm(_)
+    );
+    apple.then(|| {
+        format!(
+            "{} holds {}: Apple licenses these weights for research only (apple-amlr); see \
+             `keyscribe models list` for models you may use in a product",
+            located.dir.display(),
+            located.files.layout()
+        )
+    })
 }
 
 /// Every built-in manifest.
@@ -683,7 +722,11 @@ mod tests {
     fn every_manifest_carries_a_licence_and_pins_only_files_it_downloads() {
         for manifest in manifests() {
             assert!(!manifest.licence.is_empty(), "{}", manifest.name);
-            assert!(manifest.licence_url.starts_with("https://"), "{}", manifest.name);
+            assert!(
+                manifest.licence_url.starts_with("https://"),
+                "{}",
+                manifest.name
+            );
             assert_eq!(
                 manifest.research_only,
                 manifest.licence == "apple-amlr",
@@ -710,7 +753,10 @@ mod tests {
             assert!(manifest.sha256.contains_key("model.safetensors"), "{name}");
             assert!(manifest.research_only_notice().is_none(), "{name}");
         }
-        let notice = manifest("FastVLM-0.5B").unwrap().research_only_notice().unwrap();
+        let notice = manifest("FastVLM-0.5B")
+            .unwrap()
+            .research_only_notice()
+            .unwrap();
         assert!(notice.contains("research only"), "{notice}");
     }
 
@@ -721,8 +767,14 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         // A file that is not the pinned one is named.
         manifest.sha256.retain(|file, _| file == "config.json");
-        let error = manifest.check_pinned(dir.path(), None).unwrap_err().to_string();
-        assert!(error.contains("config.json") && error.contains("pins"), "{error}");
+        let error = manifest
+            .check_pinned(dir.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("config.json") && error.contains("pins"),
+            "{error}"
+        );
         // The SHA-256 of `{}`.
         manifest.sha256.insert(
             "config.json".into(),
@@ -730,7 +782,9 @@ mod tests {
         );
         assert_eq!(manifest.check_pinned(dir.path(), None).unwrap(), 1);
         // A pinned file not downloaded (an optional one) is not checked.
-        manifest.sha256.insert("tokenizer.json".into(), "00".repeat(32));
+        manifest
+            .sha256
+            .insert("tokenizer.json".into(), "00".repeat(32));
         assert_eq!(manifest.check_pinned(dir.path(), None).unwrap(), 1);
     }
 

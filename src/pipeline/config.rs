@@ -22,13 +22,14 @@ use crate::select::SelectConfig;
 use crate::video::SampleRate;
 
 /// The built-in pipelines: name and TOML text.
-const BUILT_IN: [(&str, &str); 3] = [
+const BUILT_IN: [(&str, &str); 4] = [
     ("default", include_str!("../../pipelines/default.toml")),
     (
         "article-demo",
         include_str!("../../pipelines/article-demo.toml"),
     ),
     ("fast", include_str!("../../pipelines/fast.toml")),
+    ("open", include_str!("../../pipelines/open.toml")),
 ];
 
 /// A pipeline compiled into the binary from `pipelines/`.
@@ -564,9 +565,23 @@ mod tests {
 
     #[test]
     fn built_in_pipelines_load() {
+        use crate::models::store::{manifest, ModelRole};
         for (name, _) in BUILT_IN {
-            PipelineConfig::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let config = PipelineConfig::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                manifest(&config.embed.model).unwrap().role,
+                ModelRole::Embedder
+            );
+            assert_eq!(
+                manifest(&config.caption.model).unwrap().role,
+                ModelRole::Captioner
+            );
         }
+        // The open pipeline runs only models a product may use.
+        let open = PipelineConfig::load("open").unwrap();
+        assert!(!manifest(&open.embed.model).unwrap().research_only);
+        assert!(!manifest(&open.caption.model).unwrap().research_only);
+        assert_eq!(open.caption.image_splitting, Some(false));
         let demo = PipelineConfig::load("article-demo").unwrap();
         assert!(demo.caption.prompt.len() > 20);
         assert_eq!(demo.select.max_keyframes, Some(8));

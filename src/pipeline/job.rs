@@ -57,6 +57,7 @@ pub fn load_embedder(
     dirs: &ModelDirs,
 ) -> Result<(Box<dyn Embedder>, ModelSource), PipelineError> {
     let located = locate_embedder(config, dirs)?;
+    note_licence(&located);
     let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
     Ok((model, model_source(&located)?))
 }
@@ -68,10 +69,29 @@ pub fn load_captioner(
     dirs: &ModelDirs,
 ) -> Result<(KeyframeCaptioner, ModelSource), PipelineError> {
     let located = locate_captioner(config, dirs)?;
+    note_licence(&located);
     let options = captioner_options(&config.caption)?;
     let model = roles::load_captioner(&located.dir, options, &captioner_device())?;
     let captioner = KeyframeCaptioner::new(model, &config.caption);
     Ok((captioner, model_source(&located)?))
+}
+
+/// Prints, once per process and model, the line saying a located model is licensed for
+/// research only (see [`store::research_only_notice`]); a closed stderr loses it, nothing
+/// else.
+fn note_licence(located: &LocatedModel) {
+    use std::io::Write;
+    static NOTED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let Some(notice) = store::research_only_notice(located) else {
+        return;
+    };
+    let mut noted = NOTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !noted.contains(&located.dir) {
+        noted.push(located.dir.clone());
+        let _ = writeln!(std::io::stderr(), "note: {notice}");
+    }
 }
 
 /// What a document records about a located model: where it came from, the Hub commit, and
@@ -79,10 +99,12 @@ pub fn load_captioner(
 /// [`store::weights_sha256`]).
 fn model_source(located: &LocatedModel) -> Result<ModelSource, PipelineError> {
     let memo = AnalysisCache::from_env().dir().join("weights-sha256");
+    let weights_sha256 = store::weights_sha256(located.files.weights(), Some(&memo))?;
     Ok(ModelSource {
         location: located.source.clone(),
         revision: located.revision.clone(),
-        weights_sha256: Some(store::weights_sha256(located.files.weights(), Some(&memo))?),
+        licence: store::licence_of(located, Some(&weights_sha256)),
+        weights_sha256: Some(weights_sha256),
     })
 }
 
@@ -187,6 +209,7 @@ fn matching_embedder(
     recorded: &ModelRecord,
 ) -> Result<Result<RecordedEmbedder, ModelRecord>, PipelineError> {
     let source = model_source(located)?;
+    note_licence(located);
     let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
     let found = source.record(model.name());
     Ok(if recorded.same_model(&found) {
