@@ -166,11 +166,12 @@ fn pipelines_list_and_show_the_built_in_ones() {
         .lines()
         .map(|line| line.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(names, ["default", "article-demo", "fast"]);
+    assert_eq!(names, ["default", "article-demo", "fast", "open"]);
     for (name, description) in [
         ("default", "The default pipeline: 2 samples per second"),
         ("article-demo", "eight keyframes"),
         ("fast", "one sample per second and short captions"),
+        ("open", "Open models only"),
     ] {
         let line = listed.lines().find(|line| line.starts_with(name)).unwrap();
         assert!(line.contains(description), "{line}");
@@ -179,7 +180,7 @@ fn pipelines_list_and_show_the_built_in_ones() {
     let output = keyscribe_in(dir.path(), &["pipelines", "list", "--json"], None);
     assert_ok(&output);
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert_eq!(rows[2]["name"], "fast");
 
     let output = keyscribe_in(dir.path(), &["pipelines", "show", "fast"], None);
@@ -597,13 +598,15 @@ fn embed_falls_back_to_the_pipeline_model_and_the_hub_cache() {
         explicit
     );
 
-    // The model in the Hugging Face cache, as a download leaves it.
+    // The model in the Hugging Face cache at the manifest's pinned commit, as a download
+    // leaves it.
     let repo = dir
         .path()
         .join("hf-home/hub/models--timm--MobileCLIP2-S0-OpenCLIP");
-    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let manifest = keyscribe::models::store::manifest("MobileCLIP2-S0").unwrap();
+    let commit = manifest.revision.as_str();
     std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::write(repo.join("refs").join(commit), commit).unwrap();
     let snapshot = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snapshot).unwrap();
     for file in [

@@ -201,11 +201,17 @@ fn assert_ok(output: &Output) {
     );
 }
 
-/// Asserts that `output` failed with one line on stderr holding every one of `parts`.
+/// Asserts that `output` failed with one error line on stderr holding every one of `parts`
+/// (besides the `note:` a research-only model prints once it has loaded).
 fn assert_refused(output: &Output, parts: &[&str]) {
     assert!(!output.status.success(), "{}", stderr(output));
-    let message = stderr(output);
-    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    let stderr = stderr(output);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !(line.starts_with("note: ") && line.contains("research only")))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let message = errors[0];
     for part in parts {
         assert!(message.contains(part), "{part:?} in {message}");
     }
@@ -331,31 +337,37 @@ fn search_uses_the_hub_snapshot_the_analysis_was_made_with() {
     let repo = dir
         .path()
         .join("hf-home/hub/models--timm--MobileCLIP2-S0-OpenCLIP");
-    let first_commit = "1111111111111111111111111111111111111111";
-    copy_embedder(
-        "mobileclip-s0-tiny",
-        &repo.join("snapshots").join(first_commit),
-    );
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), first_commit).unwrap();
+    let pinned = keyscribe::models::store::manifest("MobileCLIP2-S0")
+        .unwrap()
+        .revision
+        .clone();
+    copy_embedder("mobileclip-s0-tiny", &repo.join("snapshots").join(&pinned));
 
-    // No --embedder anywhere: the pipeline's MobileCLIP2-S0, from the cache.
+    // No --embedder anywhere: the pipeline's MobileCLIP2-S0, from the cache at the pinned
+    // commit.
     let document = analyse(dir.path(), "a.json", &[]);
     let recorded = Analysis::load(&document).unwrap().models.embedder;
-    assert_eq!(recorded.source, "hf://timm/MobileCLIP2-S0-OpenCLIP@main");
-    assert_eq!(recorded.revision.as_deref(), Some(first_commit));
-
-    // `main` moves on to other weights: the search still uses the recorded snapshot.
-    let second_commit = "2222222222222222222222222222222222222222";
-    copy_embedder(
-        "mobileclip-s2-tiny",
-        &repo.join("snapshots").join(second_commit),
+    assert_eq!(
+        recorded.source,
+        format!("hf://timm/MobileCLIP2-S0-OpenCLIP@{pinned}")
     );
-    std::fs::write(repo.join("refs/main"), second_commit).unwrap();
+    assert_eq!(recorded.revision.as_ref(), Some(&pinned));
+    assert_eq!(recorded.licence.as_deref(), Some("apple-amlr"));
+
+    // An analysis made at an earlier commit, whose snapshot is still cached, while the
+    // pinned commit now holds other weights: the search uses the recorded snapshot.
+    let earlier = "1111111111111111111111111111111111111111";
+    copy_embedder("mobileclip-s0-tiny", &repo.join("snapshots").join(earlier));
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&document).unwrap()).unwrap();
+    json["models"]["embedder"]["revision"] = earlier.into();
+    std::fs::write(&document, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    std::fs::remove_dir_all(repo.join("snapshots").join(&pinned)).unwrap();
+    copy_embedder("mobileclip-s2-tiny", &repo.join("snapshots").join(&pinned));
     assert_ok(&search(dir.path(), &document, &[]));
 
-    // Without that snapshot, `main`'s weights are not the recorded ones: refused.
-    std::fs::remove_dir_all(repo.join("snapshots").join(first_commit)).unwrap();
+    // Without that snapshot, the pinned commit's weights are not the recorded ones: refused.
+    std::fs::remove_dir_all(repo.join("snapshots").join(earlier)).unwrap();
     assert_refused(
         &search(dir.path(), &document, &[]),
         &["MobileCLIP2-S0 (reduced)", "is MobileCLIP2-S2 (reduced)"],

@@ -53,8 +53,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         embedder: args.embedder.embedder.clone(),
         captioner: None,
     };
-    let (model, _) = load_embedder(&config, &dirs).context("loading the embedder")?;
-    let (labels, embeddings) = if args.texts.is_empty() {
+    // Every picture is read and checked before the model loads, so a bad one fails at once.
+    let pictures = if args.texts.is_empty() {
         let (labels, images): (Vec<String>, Vec<_>) = args
             .images
             .iter()
@@ -62,6 +62,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?
             .into_iter()
             .unzip();
+        Some((labels, images))
+    } else {
+        None
+    };
+    let (model, _) = load_embedder(&config, &dirs).context("loading the embedder")?;
+    let (labels, embeddings) = if let Some((labels, images)) = pictures {
         let embeddings = model
             .embed_images(&images)
             .context("embedding the images")?;

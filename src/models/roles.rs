@@ -187,3 +187,80 @@ impl Captioner for FastVlm {
         FastVlm::generate_text(self, system, user, settings, on_token)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_directory() {
+        let embedder = load_embedder(&fixture("mobileclip-s0-tiny"), &Device::Cpu).unwrap();
+        assert_eq!(embedder.frame_fit(), FrameFit::CentreCrop);
+        let texts = embedder.embed_texts(&["a cat", "a dog"]).unwrap();
+        assert_eq!(texts.len(), 2);
+        assert_eq!(texts[0].len(), embedder.dim());
+        let norm: f32 = texts[0].iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+
+        let captioner = load_captioner(
+            &fixture("fastvlm-tiny-hf"),
+            CaptionerOptions::f32(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(captioner.name().contains("FastVLM"), "{}", captioner.name());
+    }
+
+    #[test]
+    fn a_model_of_the_other_role_is_refused_by_name() {
+        let error = load_embedder(&fixture("fastvlm-tiny-hf"), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("not an embedder"), "{error}");
+        let error = load_captioner(
+            &fixture("mobileclip-s0-tiny"),
+            CaptionerOptions::f32(),
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("not a captioner"), "{error}");
+    }
+
+    /// `models` is the bottom layer: no file in it names a stage, the pipeline or the CLI.
+    #[test]
+    fn models_depend_on_nothing_above_them() {
+        let above = [
+            "caption", "embed", "pipeline", "select", "search", "output", "video", "cli",
+            "analysis",
+        ]
+        .map(|module| format!("crate::{module}"));
+        let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/models")];
+        let mut files = 0;
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files += 1;
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for layer in &above {
+                        assert!(!text.contains(layer), "{} uses {layer}", path.display());
+                    }
+                }
+            }
+        }
+        assert!(files > 10, "{files}");
+    }
+}

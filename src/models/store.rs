@@ -348,14 +348,16 @@ pub enum StoreError {
     /// The weights are not on this machine and cannot be downloaded.
     #[error(
         "{name}: weights not found locally and the Hugging Face Hub cannot be reached ({reason}). \
-         On a machine with network access run `{command}` (or `huggingface-cli download {repo}`), \
-         copy the files here, and pass `{flag} DIR`"
+         On a machine with network access run `{command}` (or `huggingface-cli download {repo} \
+         --revision {revision}`), copy the files here, and pass `{flag} DIR`"
     )]
     Unreachable {
         /// The model's name.
         name: String,
         /// Its Hub repository.
         repo: String,
+        /// The revision the manifest pins.
+        revision: String,
         /// Why the Hub could not be used.
         reason: String,
         /// The command that fetches it.
@@ -504,6 +506,7 @@ pub fn fetch(manifest: &Manifest, settings: &HubSettings) -> Result<LocatedModel
     let unreachable = |reason: String| StoreError::Unreachable {
         name: manifest.name.clone(),
         repo: manifest.repo.clone(),
+        revision: manifest.revision.clone(),
         reason,
         command: manifest.fetch_command(),
         flag: manifest.role.flag().to_string(),

@@ -56,10 +56,20 @@ pub fn load_embedder(
     config: &PipelineConfig,
     dirs: &ModelDirs,
 ) -> Result<(Box<dyn Embedder>, ModelSource), PipelineError> {
-    let located = locate_embedder(config, dirs)?;
+    let (model, source, located) = load_located_embedder(config, dirs)?;
     note_licence(&located);
+    Ok((model, source))
+}
+
+/// [`load_embedder`] without the licence note, with where the model was found.
+fn load_located_embedder(
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> Result<(Box<dyn Embedder>, ModelSource, LocatedModel), PipelineError> {
+    let located = locate_embedder(config, dirs)?;
     let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
-    Ok((model, model_source(&located)?))
+    let source = model_source(&located)?;
+    Ok((model, source, located))
 }
 
 /// Loads the pipeline's captioner with its prompt and decoding settings; returns it with
@@ -69,11 +79,12 @@ pub fn load_captioner(
     dirs: &ModelDirs,
 ) -> Result<(KeyframeCaptioner, ModelSource), PipelineError> {
     let located = locate_captioner(config, dirs)?;
-    note_licence(&located);
     let options = captioner_options(&config.caption)?;
     let model = roles::load_captioner(&located.dir, options, &captioner_device())?;
     let captioner = KeyframeCaptioner::new(model, &config.caption);
-    Ok((captioner, model_source(&located)?))
+    let source = model_source(&located)?;
+    note_licence(&located);
+    Ok((captioner, source))
 }
 
 /// Prints, once per process and model, the line saying a located model is licensed for
@@ -118,14 +129,14 @@ pub fn load_recorded_embedder(
     config: &PipelineConfig,
     dirs: &ModelDirs,
 ) -> Result<Box<dyn Embedder>, PipelineError> {
-    let (model, used) = match (analyses.first(), &dirs.embedder) {
+    let (model, used, located) = match (analyses.first(), &dirs.embedder) {
         (Some((document, analysis)), None) => {
             recorded_embedder(document, &analysis.models.embedder, config)?
         }
         _ => {
-            let (model, source) = load_embedder(config, dirs)?;
+            let (model, source, located) = load_located_embedder(config, dirs)?;
             let record = source.record(model.name());
-            (model, record)
+            (model, record, located)
         }
     };
     for (document, analysis) in analyses {
@@ -138,6 +149,7 @@ pub fn load_recorded_embedder(
             });
         }
     }
+    note_licence(&located);
     Ok(model)
 }
 
@@ -199,8 +211,8 @@ fn recorded_embedder(
     })
 }
 
-/// An embedder with the record of which model it is.
-type RecordedEmbedder = (Box<dyn Embedder>, ModelRecord);
+/// An embedder with the record of which model it is and where it was found.
+type RecordedEmbedder = (Box<dyn Embedder>, ModelRecord, LocatedModel);
 
 /// The located embedder, loaded, when it is the `recorded` model; else the record of the
 /// other model it is.
@@ -209,11 +221,10 @@ fn matching_embedder(
     recorded: &ModelRecord,
 ) -> Result<Result<RecordedEmbedder, ModelRecord>, PipelineError> {
     let source = model_source(located)?;
-    note_licence(located);
     let model = roles::load_embedder(&located.dir, &Device::Cpu)?;
     let found = source.record(model.name());
     Ok(if recorded.same_model(&found) {
-        Ok((model, found))
+        Ok((model, found, located.clone()))
     } else {
         Err(found)
     })
