@@ -1,11 +1,26 @@
-//! Keyframe selection: where the picture's meaning changes, from the stream of MobileCLIP2
-//! frame embeddings.
+//! Keyframe selection: where the picture's meaning changes, from the stream of frame
+//! embeddings (MobileCLIP2, SigLIP2 or any other image embedder).
 //!
 //! # How a scene change is found
 //!
 //! Every sampled frame is compared with the current scene's *reference*: the mean embedding
 //! of the scene's most recent confirmed frames (`reference_window_s`). The cosine distance
 //! between the frame and that reference is the frame's **change score**.
+//!
+//! # Judged against the footage's own noise
+//!
+//! How far frames of one shot scatter is not a property of cosine distance: a strong
+//! embedder puts two frames of a shot 0.02 apart and two shots 0.5 apart, a weak or random
+//! one 0.05 and 0.12, and another family (SigLIP2) lives on a scale of its own. The
+//! threshold is therefore `sensitivity` times the open scene's **noise level**: the median
+//! change score of its settled frames (those that arrived with no change under way and
+//! stayed within the threshold) over the last `noise_window_s`. A new scene starts with an
+//! estimate from its first frames (half the median distance between two of them, which is
+//! about what one frame's distance from a mean of many is), and the first scene of a video
+//! detects nothing until it has [`NOISE_MIN_SAMPLES`] scores. Scaling every distance by
+//! the same factor scales the threshold with it, so the same settings select the same
+//! scenes from any embedder. An optional `change_threshold` adds a floor in cosine
+//! distance, for one embedder and footage known to be still.
 //!
 //! - **Gradual transitions.** A frame is confirmed into its scene only once it is older than
 //!   `max_transition_s`. The reference therefore never contains the first, barely visible
@@ -18,9 +33,10 @@
 //!   are left out of the scene's statistics and no scene starts.
 //! - **Camera motion.** A steady pan moves the reference along with it, because confirmed
 //!   frames keep entering it; only motion that covers more than the threshold within roughly
-//!   `max_transition_s + reference_window_s / 2` reads as a change. With
-//!   `adaptive_threshold`, the threshold also rises with the recent median change score, so
-//!   footage that is shaky or moving all the time needs a proportionally larger jump.
+//!   `max_transition_s + reference_window_s / 2` reads as a change. Footage that is shaky or
+//!   moving all the time has a proportionally higher noise level, so it needs a
+//!   proportionally larger jump. A pan that reveals new content within seconds of a cut
+//!   makes a scene shorter than `min_scene_s`, which merges into its nearer neighbour.
 //!
 //! When a change is confirmed, the frames between the old reference and the settled new
 //! picture are projected on the axis from the old scene's mean to the new one's (0 = old,
@@ -68,32 +84,50 @@ pub const KEYFRAME_CANDIDATES: usize = 16;
 /// count as a stable frame of its side rather than part of the transition.
 const TRANSITION_MARGIN: f32 = 0.15;
 
-/// The fewest change scores the adaptive threshold needs before it departs from
-/// `change_threshold`.
-const ADAPTIVE_MIN_SAMPLES: usize = 4;
+/// The fewest change scores a noise level is taken from.
+const NOISE_MIN_SAMPLES: usize = 4;
+
+/// How many times its own noise level a frame must move from its scene to count as changed,
+/// when neither the pipeline nor the embedder's manifest says (see
+/// [`SelectConfig::sensitivity`]).
+pub const DEFAULT_SENSITIVITY: f32 = 2.0;
 
 /// Slack for comparing media times that should be equal (one microsecond).
 const TIME_EPSILON: f64 = 1e-6;
 
+/// The largest cosine distance (opposite vectors).
+const MAX_COSINE_DISTANCE: f32 = 2.0;
+
 /// Keyframe selection settings (the `[select]` table of a pipeline file).
+///
+/// No setting is a fixed cosine distance: how far embeddings of one shot scatter depends on
+/// the embedder (MobileCLIP2, SigLIP2, a weak or random one) and on the footage, so a change
+/// is judged against the footage's own noise level, in units of it ([`sensitivity`]).
+///
+/// [`sensitivity`]: SelectConfig::sensitivity
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SelectConfig {
-    /// Cosine distance from the current scene above which a frame counts as changed.
-    /// For CLIP-family image embeddings, frames of one shot typically sit within 0.02–0.1 of
-    /// each other and different shots 0.2–0.6 apart; the default has yet to be checked
-    /// against MobileCLIP2 on real footage.
-    #[serde(serialize_with = "crate::serde_f32::shortest")]
-    pub change_threshold: f32,
-    /// Raise the threshold in footage that changes a lot all the time: the effective
-    /// threshold is `max(change_threshold, adaptive_factor * median change score over the
-    /// last adaptive_window_s)`. It never falls below `change_threshold`.
-    pub adaptive_threshold: bool,
-    /// How far back the adaptive threshold looks, in seconds.
-    pub adaptive_window_s: f64,
-    /// How many times the recent median change score a change must exceed.
-    #[serde(serialize_with = "crate::serde_f32::shortest")]
-    pub adaptive_factor: f32,
+    /// How many times the footage's noise level a frame must move away from its scene to
+    /// count as changed. The noise level is the median change score of the current scene's
+    /// settled frames (frames that joined it, not transitions or flashes) over the last
+    /// `noise_window_s`, so the same value works whatever the embedder's scale. Unset: the
+    /// embedder's manifest decides ([`SelectDefaults`]), else [`DEFAULT_SENSITIVITY`].
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shortest_option"
+    )]
+    pub sensitivity: Option<f32>,
+    /// The least cosine distance that counts as a change, however calm the footage. Unset
+    /// (the default): no floor, only the noise level decides. For one embedder on footage
+    /// known to be still (slides, a fixed camera), a floor keeps tiny changes out.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "shortest_option"
+    )]
+    pub change_threshold: Option<f32>,
+    /// How far back the noise level looks, in seconds.
+    pub noise_window_s: f64,
     /// How much of the current scene's most recent confirmed footage forms its reference,
     /// in seconds.
     pub reference_window_s: f64,
@@ -113,10 +147,9 @@ pub struct SelectConfig {
 impl Default for SelectConfig {
     fn default() -> Self {
         SelectConfig {
-            change_threshold: 0.2,
-            adaptive_threshold: true,
-            adaptive_window_s: 30.0,
-            adaptive_factor: 3.0,
+            sensitivity: None,
+            change_threshold: None,
+            noise_window_s: 30.0,
             reference_window_s: 2.0,
             max_transition_s: 2.0,
             persistence_s: 1.0,
@@ -124,6 +157,23 @@ impl Default for SelectConfig {
             max_keyframes: None,
         }
     }
+}
+
+/// An embedder's own selection defaults: the optional `[select]` table of a model manifest.
+///
+/// They apply under the pipeline's settings: a value the pipeline file or `--set` gives wins
+/// ([`SelectConfig::with_model_defaults`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectDefaults {
+    /// The embedder's [`SelectConfig::sensitivity`]: how many times the footage's noise
+    /// level a change must be, for this embedder's spread of in-shot distances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f32>,
+    /// The embedder's [`SelectConfig::change_threshold`]: a cosine-distance floor on its
+    /// scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_threshold: Option<f32>,
 }
 
 /// A selection setting that cannot be used.
@@ -137,6 +187,18 @@ pub struct SelectConfigError {
 }
 
 impl SelectConfig {
+    /// These settings with the embedder's defaults filling the ones left unset.
+    pub fn with_model_defaults(mut self, defaults: &SelectDefaults) -> SelectConfig {
+        self.sensitivity = self.sensitivity.or(defaults.sensitivity);
+        self.change_threshold = self.change_threshold.or(defaults.change_threshold);
+        self
+    }
+
+    /// The sensitivity in force: the one set, else [`DEFAULT_SENSITIVITY`].
+    pub fn effective_sensitivity(&self) -> f32 {
+        self.sensitivity.unwrap_or(DEFAULT_SENSITIVITY)
+    }
+
     /// Checks every setting; the error names the first bad one and says why.
     pub fn validate(&self) -> Result<(), SelectConfigError> {
         let bad = |field: &'static str, reason: &str| {
@@ -145,20 +207,24 @@ impl SelectConfig {
                 reason: reason.to_string(),
             })
         };
-        if !(self.change_threshold > 0.0 && self.change_threshold < 2.0) {
-            return bad(
-                "change_threshold",
-                &format!(
-                    "{} is not a cosine distance strictly between 0 and 2",
-                    self.change_threshold
-                ),
-            );
+        if let Some(sensitivity) = self.sensitivity {
+            if !(sensitivity.is_finite() && sensitivity > 1.0) {
+                return bad(
+                    "sensitivity",
+                    &format!("{sensitivity} must be a number above 1 (times the noise level)"),
+                );
+            }
         }
-        if !(self.adaptive_window_s.is_finite() && self.adaptive_window_s > 0.0) {
-            return bad("adaptive_window_s", "must be a positive number of seconds");
+        if let Some(threshold) = self.change_threshold {
+            if !(threshold > 0.0 && threshold < 2.0) {
+                return bad(
+                    "change_threshold",
+                    &format!("{threshold} is not a cosine distance strictly between 0 and 2"),
+                );
+            }
         }
-        if !(self.adaptive_factor.is_finite() && self.adaptive_factor > 0.0) {
-            return bad("adaptive_factor", "must be a positive number");
+        if !(self.noise_window_s.is_finite() && self.noise_window_s > 0.0) {
+            return bad("noise_window_s", "must be a positive number of seconds");
         }
         let seconds = [
             ("reference_window_s", self.reference_window_s),
@@ -180,6 +246,18 @@ impl SelectConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// Writes a set `f32` setting as the decimals written (see [`crate::serde_f32::shortest`]);
+/// unset ones are skipped before this is called.
+fn shortest_option<S: serde::Serializer>(
+    value: &Option<f32>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => crate::serde_f32::shortest(value, serializer),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -257,9 +335,9 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// The threshold, when it was the same at every frame (always so without
-    /// `adaptive_threshold`, and with it in footage calm enough that it stayed at the floor):
-    /// what a report can draw as one line.
+    /// The threshold, when it was the same at every frame (with a `change_threshold` floor,
+    /// in footage calm enough that the noise level never rose above it): what a report can
+    /// draw as one line.
     pub fn uniform_threshold(&self) -> Option<f32> {
         let first = self.timeline.first()?.threshold;
         self.timeline
@@ -291,8 +369,14 @@ pub struct SceneSelector {
     open: Option<OpenScene>,
     /// Closed scenes that are not final yet.
     closed: VecDeque<ClosedScene>,
-    /// (time, change score) of the frames in the adaptive window.
-    recent_changes: VecDeque<(f64, f32)>,
+    /// The sensitivity in force (the setting, or its default).
+    sensitivity: f32,
+    /// (time, change score) of the open scene's settled frames within the noise window:
+    /// frames that arrived with no change candidate open and within the threshold.
+    scene_scores: VecDeque<(f64, f32)>,
+    /// The noise level used until the open scene has [`NOISE_MIN_SAMPLES`] settled scores:
+    /// estimated from the frames that opened it, else the previous scene's.
+    previous_noise: Option<f32>,
     timeline: Vec<ChangeSample>,
     /// Where the first scene starts: the start of the range analysed.
     first_scene_start: f64,
@@ -374,6 +458,7 @@ impl SceneSelector {
     pub fn new(config: SelectConfig) -> Result<Self, SelectConfigError> {
         config.validate()?;
         Ok(SceneSelector {
+            sensitivity: config.effective_sensitivity(),
             config,
             dim: None,
             next_sample: 0,
@@ -384,7 +469,8 @@ impl SceneSelector {
             candidate: None,
             open: None,
             closed: VecDeque::new(),
-            recent_changes: VecDeque::new(),
+            scene_scores: VecDeque::new(),
+            previous_noise: None,
             timeline: Vec::new(),
             first_scene_start: 0.0,
         })
@@ -417,14 +503,14 @@ impl SceneSelector {
             self.timeline.push(ChangeSample {
                 time,
                 change: 0.0,
-                threshold: self.config.change_threshold,
+                threshold: self.effective_threshold(),
             });
             self.open = Some(OpenScene::new(self.first_scene_start, 0.0, &frame));
             self.set_reference(vec![frame]);
             return Ok(Vec::new());
         }
 
-        self.forget_changes_before(frame.time);
+        self.forget_scores_before(frame.time);
         let threshold = self.effective_threshold();
         let change = cosine_distance(&frame.embedding, &self.reference_mean);
         self.timeline.push(ChangeSample {
@@ -432,12 +518,15 @@ impl SceneSelector {
             change,
             threshold,
         });
-        self.recent_changes.push_back((frame.time, change));
         let now = frame.time;
         self.pending.push_back(frame);
 
-        if self.candidate.is_none() && change > threshold {
-            self.candidate = Some(sample);
+        if self.candidate.is_none() {
+            if change > threshold {
+                self.candidate = Some(sample);
+            } else {
+                self.scene_scores.push_back((now, change));
+            }
         }
         if self.candidate.is_some() {
             if let Some(resolution) = self.resolve_candidate(now, threshold, false) {
@@ -552,26 +641,39 @@ impl SceneSelector {
         })
     }
 
-    fn effective_threshold(&self) -> f32 {
-        let floor = self.config.change_threshold;
-        if !self.config.adaptive_threshold || self.recent_changes.len() < ADAPTIVE_MIN_SAMPLES {
-            return floor;
+    /// The open scene's noise level: the median change score of its settled frames, or until
+    /// it has [`NOISE_MIN_SAMPLES`] of them, the estimate made when it opened; `None` before
+    /// the video has any.
+    fn noise_level(&self) -> Option<f32> {
+        if self.scene_scores.len() < NOISE_MIN_SAMPLES {
+            return self.previous_noise;
         }
-        let mut scores: Vec<f32> = self.recent_changes.iter().map(|(_, c)| *c).collect();
+        let mut scores: Vec<f32> = self.scene_scores.iter().map(|(_, c)| *c).collect();
         let middle = scores.len() / 2;
         let (_, median, _) = scores.select_nth_unstable_by(middle, f32::total_cmp);
-        floor.max(self.config.adaptive_factor * *median)
+        Some(*median)
     }
 
-    /// Forgets the change scores that fell out of the adaptive window ending at `now`.
-    fn forget_changes_before(&mut self, now: f64) {
-        let window = self.config.adaptive_window_s + TIME_EPSILON;
+    /// The change score above which a frame counts as changed: `sensitivity` times the noise
+    /// level, at least `change_threshold`. Before the first noise level is known nothing
+    /// counts (the largest cosine distance, 2).
+    fn effective_threshold(&self) -> f32 {
+        let floor = self.config.change_threshold.unwrap_or(0.0);
+        match self.noise_level() {
+            Some(noise) => (self.sensitivity * noise).max(floor),
+            None => MAX_COSINE_DISTANCE,
+        }
+    }
+
+    /// Forgets the scene's change scores that fell out of the noise window ending at `now`.
+    fn forget_scores_before(&mut self, now: f64) {
+        let window = self.config.noise_window_s + TIME_EPSILON;
         while self
-            .recent_changes
+            .scene_scores
             .front()
             .is_some_and(|&(time, _)| now - time > window)
         {
-            self.recent_changes.pop_front();
+            self.scene_scores.pop_front();
         }
     }
 
@@ -707,6 +809,7 @@ impl SceneSelector {
         let boundary = best_split(&positions).min(frames.len() - settled);
         let start = frames[boundary].time;
 
+        let young_noise = pair_noise(&frames[boundary..]);
         let mut new_frames = Vec::new();
         for (index, (frame, position)) in frames.into_iter().zip(positions).enumerate() {
             if index < boundary {
@@ -735,6 +838,8 @@ impl SceneSelector {
         }
         self.open = Some(open);
         self.set_reference(new_frames);
+        self.previous_noise = young_noise.or(self.noise_level());
+        self.scene_scores.clear();
         self.close_scene(finished);
     }
 
@@ -893,6 +998,27 @@ where
     scenes.append(&mut selection.scenes);
     selection.scenes = scenes;
     Ok(selection)
+}
+
+/// A noise level estimated from the first frames of a scene: half the median cosine distance
+/// between two of them (a frame's distance from the mean of many others is about half its
+/// distance from one other), robust to one flash among them. `None` for fewer than two.
+fn pair_noise(frames: &[Frame]) -> Option<f32> {
+    let mut distances: Vec<f32> = frames
+        .iter()
+        .enumerate()
+        .flat_map(|(index, a)| {
+            frames[index + 1..]
+                .iter()
+                .map(|b| cosine_distance(&a.embedding, &b.embedding))
+        })
+        .collect();
+    if distances.is_empty() {
+        return None;
+    }
+    let middle = distances.len() / 2;
+    let (_, median, _) = distances.select_nth_unstable_by(middle, f32::total_cmp);
+    Some(*median / 2.0)
 }
 
 /// Positions along the axis from one unit vector (0) to another (1).
@@ -1185,7 +1311,7 @@ mod tests {
                 (scene.start.seconds() - expected).abs() <= SAMPLE_INTERVAL_S + 1e-9,
                 "scene starts {starts:?}, expected one at {expected}"
             );
-            assert!(scene.change > SelectConfig::default().change_threshold);
+            assert!(scene.change > 0.0);
         }
         for pair in selection.scenes.windows(2) {
             assert_eq!(pair[0].end, pair[1].start);
@@ -1214,11 +1340,54 @@ mod tests {
         let selection = clip.select(SelectConfig::default());
         assert_scenes(&clip, &selection, &[cut_b, cut_c]);
         assert_eq!(selection.timeline.len(), clip.len());
-        // Calm footage: the adaptive threshold stayed at the floor throughout.
-        assert_eq!(
-            selection.uniform_threshold(),
-            Some(SelectConfig::default().change_threshold)
-        );
+    }
+
+    #[test]
+    fn the_same_footage_on_any_embedders_scale_selects_the_same_scenes() {
+        // A weak embedder: every picture pulled towards one direction, so that all cosine
+        // distances shrink about a hundredfold (frames of a shot ~0.0006 apart, shots ~0.005).
+        let mut clip = Clip::new(3);
+        let pictures: Vec<Vec<f32>> = (0..4).map(|_| clip.picture()).collect();
+        let black = clip.picture();
+        let mut starts = Vec::new();
+        clip.hold(&pictures[0], 16);
+        starts.push(clip.len());
+        clip.hold(&pictures[1], 12);
+        clip.flash(1);
+        clip.hold(&pictures[1], 8);
+        starts.push(clip.fade(&pictures[1], &black, &pictures[2], 3));
+        clip.hold(&pictures[2], 14);
+        starts.push(clip.dissolve(&pictures[2], &pictures[3], 3));
+        clip.hold(&pictures[3], 14);
+        let strong = clip.select(SelectConfig::default());
+        assert_scenes(&clip, &strong, &starts);
+
+        let pull = clip.rng.unit();
+        let mut weak = Clip::new(3);
+        weak.transitional = clip.transitional.clone();
+        weak.frames = clip
+            .frames
+            .iter()
+            .map(|frame| normalized(frame.iter().zip(&pull).map(|(f, p)| f + 10.0 * p).collect()))
+            .collect();
+        let (a, b) = (&weak.frames[0], &weak.frames[clip.len() - 1]);
+        assert!(cosine_distance(a, b) < 0.01, "{}", cosine_distance(a, b));
+        let weak_selection = weak.select(SelectConfig::default());
+        let shape = |selection: &Selection| -> Vec<(MediaTime, MediaTime, usize)> {
+            selection
+                .scenes
+                .iter()
+                .map(|scene| (scene.start, scene.end, scene.keyframe_sample))
+                .collect()
+        };
+        // Same scenes and keyframes; each `change` is on its embedder's own scale.
+        assert_eq!(shape(&weak_selection), shape(&strong));
+        // A fixed threshold on the strong scale would have seen nothing in the weak footage.
+        let fixed = SelectConfig {
+            change_threshold: Some(0.05),
+            ..SelectConfig::default()
+        };
+        assert_eq!(weak.select(fixed).scenes.len(), 1);
     }
 
     #[test]
@@ -1433,7 +1602,7 @@ mod tests {
     }
 
     #[test]
-    fn the_adaptive_threshold_follows_the_recent_level_of_change() {
+    fn the_threshold_follows_each_scenes_own_noise() {
         // A calm shot, then two grainy low-light shots whose frames scatter about 0.15 from
         // their picture (five times the calm shots' 0.03), each cut unrelated to the last.
         let mut clip = Clip::new(80);
@@ -1453,18 +1622,29 @@ mod tests {
         let selection = clip.select(config.clone());
         assert_scenes(&clip, &selection, &[first_cut, second_cut]);
 
-        let floor = config.change_threshold;
         let timeline = &selection.timeline;
-        assert!(timeline[..first_cut].iter().all(|c| c.threshold == floor));
-        // In the grain, the threshold is the factor times the median change of the last
-        // 30 seconds, well above the floor.
-        let at = second_cut - 1;
-        let window = (config.adaptive_window_s / SAMPLE_INTERVAL_S) as usize;
-        let mut recent: Vec<f32> = timeline[at - window..at].iter().map(|c| c.change).collect();
-        recent.sort_by(f32::total_cmp);
-        let expected = floor.max(config.adaptive_factor * recent[recent.len() / 2]);
-        assert!((timeline[at].threshold - expected).abs() < 1e-6);
-        assert!(expected > 1.5 * floor);
+        // Nothing counts before the first scene has a noise level.
+        assert!(timeline[..NOISE_MIN_SAMPLES]
+            .iter()
+            .all(|c| c.threshold == MAX_COSINE_DISTANCE));
+        // Later in each shot, the threshold is the sensitivity times the median change score
+        // of the shot's own settled frames (every frame of these shots is settled).
+        let sensitivity = config.effective_sensitivity();
+        for (start, end) in [(20, first_cut), (first_cut + 30, second_cut)] {
+            let mut scores: Vec<f32> = timeline[start - 8..end - 1]
+                .iter()
+                .map(|c| c.change)
+                .collect();
+            scores.sort_by(f32::total_cmp);
+            let at = &timeline[end - 1];
+            let median = scores[scores.len() / 2];
+            assert!(
+                (at.threshold / sensitivity - median).abs() < 0.2 * median,
+                "threshold {} against noise {median}",
+                at.threshold
+            );
+        }
+        assert!(timeline[second_cut - 1].threshold > 3.0 * timeline[first_cut - 1].threshold);
         assert_eq!(selection.uniform_threshold(), None);
     }
 
@@ -1472,7 +1652,8 @@ mod tests {
     fn config_reads_from_a_pipeline_table_with_defaults() {
         let config: SelectConfig =
             toml::from_str("change_threshold = 0.3\nmax_keyframes = 8\n").unwrap();
-        assert_eq!(config.change_threshold, 0.3);
+        assert_eq!(config.change_threshold, Some(0.3));
+        assert_eq!(config.sensitivity, None);
         assert_eq!(config.max_keyframes, Some(8));
         assert_eq!(config.min_scene_s, SelectConfig::default().min_scene_s);
         let written = toml::to_string(&config).unwrap();
@@ -1482,14 +1663,39 @@ mod tests {
     }
 
     #[test]
+    fn the_embedders_defaults_fill_only_what_the_pipeline_leaves_unset() {
+        let manifest: SelectDefaults =
+            toml::from_str("sensitivity = 2.5\nchange_threshold = 0.01\n").unwrap();
+        let pipeline: SelectConfig = toml::from_str("sensitivity = 4.0\n").unwrap();
+        let config = pipeline.with_model_defaults(&manifest);
+        assert_eq!(config.sensitivity, Some(4.0));
+        assert_eq!(config.change_threshold, Some(0.01));
+        let config = SelectConfig::default().with_model_defaults(&manifest);
+        assert_eq!(config.effective_sensitivity(), 2.5);
+        let none = SelectConfig::default().with_model_defaults(&SelectDefaults::default());
+        assert_eq!(none.effective_sensitivity(), DEFAULT_SENSITIVITY);
+        assert!(toml::from_str::<SelectDefaults>("min_scene_s = 1.0").is_err());
+        // Written back as given.
+        let written = toml::to_string(&config).unwrap();
+        assert!(written.contains("sensitivity = 2.5\n"), "{written}");
+    }
+
+    #[test]
     fn validation_names_the_bad_setting() {
         let cases = [
             (
                 SelectConfig {
-                    change_threshold: 0.0,
+                    change_threshold: Some(0.0),
                     ..SelectConfig::default()
                 },
                 "change_threshold",
+            ),
+            (
+                SelectConfig {
+                    sensitivity: Some(1.0),
+                    ..SelectConfig::default()
+                },
+                "sensitivity",
             ),
             (
                 SelectConfig {

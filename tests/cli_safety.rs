@@ -459,7 +459,7 @@ fn keyframes_refuses_subtitles_it_cannot_fill() {
 #[test]
 fn the_document_records_settings_as_written() {
     let document = std::fs::read_to_string(analysed_once().join("a.json")).unwrap();
-    for setting in ["\"change_threshold\": 0.2,", "\"adaptive_factor\": 3.0,"] {
+    for setting in ["\"noise_window_s\": 30.0,", "\"persistence_s\": 1.0,"] {
         assert!(document.contains(setting), "{setting} in {document}");
     }
     assert!(!document.contains("0.20000000298023224"), "{document}");

@@ -653,11 +653,12 @@ mod tests {
 
     #[test]
     fn settings_record_the_decimals_written() {
-        let text = "[select]\nchange_threshold = 0.3\nadaptive_factor = 2.1\n";
+        let text = "[select]\nchange_threshold = 0.3\nsensitivity = 2.1\n";
         let config = PipelineConfig::parse(text, Path::new("p.toml"), Path::new(".")).unwrap();
         let json = config.to_json().to_string();
         assert!(json.contains("\"change_threshold\":0.3,"), "{json}");
-        assert!(json.contains("\"adaptive_factor\":2.1,"), "{json}");
+        assert!(json.contains("\"sensitivity\":2.1"), "{json}");
+        assert!(!json.contains("2.09999"), "{json}");
     }
 
     #[test]
@@ -709,7 +710,7 @@ mod tests {
         assert_eq!(config.decode.sample_fps, SampleRate::All);
         assert!(config.decode.codec_keyframes);
         assert_eq!(config.select.max_keyframes, Some(3));
-        assert_eq!(config.select.change_threshold, 0.35);
+        assert_eq!(config.select.change_threshold, Some(0.35));
         assert_eq!(config.embed.dir, Some(PathBuf::from("weights/s0")));
         assert_eq!(config.caption.temperature, 0.5);
         // Everything not overridden is as it was.
@@ -729,7 +730,7 @@ mod tests {
             },
             select: SelectConfig {
                 max_keyframes: Some(3),
-                change_threshold: 0.35,
+                change_threshold: Some(0.35),
                 ..default.select
             },
             search: default.search,
