@@ -34,7 +34,9 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("tests/fixtures/mobileclip-s0-tiny"));
     let pipeline = std::env::var("KEYSCRIBE_PIPELINE").unwrap_or_else(|_| "default".into());
-    let config = PipelineConfig::load(&pipeline).expect("pipeline");
+    let config = PipelineConfig::load(&pipeline)
+        .and_then(|config| config.with_overrides(&[]))
+        .expect("pipeline");
     let samples = root.join("target/accuracy-samples");
     if !samples.join("transitions.json").is_file() {
         let status = Command::new("bash")

@@ -151,6 +151,10 @@ pub struct Manifest {
     /// `keyscribe models verify`.
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
+    /// An embedder's defaults for keyframe selection on its scale (the `[select]` table, read
+    /// by the pipeline; a pipeline's own settings win).
+    #[serde(default)]
+    pub select: Option<toml::Table>,
     /// Files to download. A `*.safetensors.index.json` file also brings the shards it
     /// lists. (What a directory must hold is decided by its layout, not by this list.)
     pub files: Vec<String>,
@@ -348,16 +352,14 @@ pub enum StoreError {
     /// The weights are not on this machine and cannot be downloaded.
     #[error(
         "{name}: weights not found locally and the Hugging Face Hub cannot be reached ({reason}). \
-         On a machine with network access run `{command}` (or `huggingface-cli download {repo} \
-         --revision {revision}`), copy the files here, and pass `{flag} DIR`"
+         On a machine with network access run `{command}` (or `{hub_command}`), copy the files \
+         here, and pass `{flag} DIR`"
     )]
     Unreachable {
         /// The model's name.
         name: String,
-        /// Its Hub repository.
-        repo: String,
-        /// The revision the manifest pins.
-        revision: String,
+        /// The Hugging Face CLI's command for the same files.
+        hub_command: String,
         /// Why the Hub could not be used.
         reason: String,
         /// The command that fetches it.
@@ -505,8 +507,10 @@ fn snapshot_commit(dir: &Path) -> Option<String> {
 pub fn fetch(manifest: &Manifest, settings: &HubSettings) -> Result<LocatedModel, StoreError> {
     let unreachable = |reason: String| StoreError::Unreachable {
         name: manifest.name.clone(),
-        repo: manifest.repo.clone(),
-        revision: manifest.revision.clone(),
+        hub_command: format!(
+            "huggingface-cli download {} --revision {}",
+            manifest.repo, manifest.revision
+        ),
         reason,
         command: manifest.fetch_command(),
         flag: manifest.role.flag().to_string(),
@@ -747,6 +751,11 @@ mod tests {
                     "{}: {file}",
                     manifest.name
                 );
+            }
+        }
+        for manifest in manifests() {
+            if manifest.select.is_some() {
+                assert_eq!(manifest.role, ModelRole::Embedder, "{}", manifest.name);
             }
         }
         let open = ["SigLIP2-base-224", "SmolVLM-256M", "SmolVLM-500M"];

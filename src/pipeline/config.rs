@@ -398,11 +398,28 @@ impl PipelineConfig {
     }
 
     /// The settings with `overrides` applied in order, each read and checked as a value in
-    /// a pipeline file would be; the error names the override and the problem.
+    /// a pipeline file would be (the error names the override and the problem); then the
+    /// embedder's own selection defaults (its manifest's `[select]` table) fill what neither
+    /// the pipeline nor an override set.
     pub fn with_overrides(self, overrides: &[Override]) -> Result<PipelineConfig, ConfigError> {
-        overrides
+        let mut config = overrides
             .iter()
-            .try_fold(self, |config, setting| config.with_override(setting))
+            .try_fold(self, |config, setting| config.with_override(setting))?;
+        if let Some(table) = crate::models::store::manifest(&config.embed.model)
+            .ok()
+            .and_then(|manifest| manifest.select.as_ref())
+        {
+            // Built-in manifests only; their tables are checked by a test.
+            let defaults: crate::select::SelectDefaults =
+                table.clone().try_into().map_err(|error: toml::de::Error| {
+                    ConfigError::BadOverride {
+                        origin: format!("the {} manifest's [select] table", config.embed.model),
+                        problem: error.to_string(),
+                    }
+                })?;
+            config.select = config.select.with_model_defaults(&defaults);
+        }
+        Ok(config)
     }
 
     fn with_override(&self, setting: &Override) -> Result<PipelineConfig, ConfigError> {
