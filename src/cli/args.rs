@@ -149,8 +149,8 @@ pub struct SelectionFlags {
     /// Frames per second sampled by presentation time, or `all` (sets `decode.sample_fps`).
     #[arg(long, value_name = "FPS")]
     pub sample_fps: Option<SampleRate>,
-    /// Cosine distance from the current scene that counts as a change (sets
-    /// `select.change_threshold`).
+    /// The least cosine distance from the current scene that counts as a change, a floor
+    /// under the footage-relative test (sets `select.change_threshold`).
     #[arg(long, value_name = "DISTANCE")]
     pub threshold: Option<f64>,
 }
