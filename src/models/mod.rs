@@ -14,6 +14,7 @@ pub mod mobileclip;
 pub mod preprocess;
 pub mod qwen2;
 pub mod qwen2_tokenizer;
+pub mod siglip;
 pub mod store;
 pub mod weights;
 
