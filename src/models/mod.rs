@@ -1,4 +1,5 @@
-//! Neural networks in candle: the FastViT image towers, MobileCLIP2 and FastVLM.
+//! Neural networks in candle: the FastViT image towers, MobileCLIP2, FastVLM, SigLIP and
+//! SmolVLM.
 //!
 //! One file per model family; shared building blocks live once. Every model loads through
 //! [`weights::Checkpoint`], which refuses files that do not match the architecture.
@@ -15,6 +16,7 @@ pub mod preprocess;
 pub mod qwen2;
 pub mod qwen2_tokenizer;
 pub mod siglip;
+pub mod smolvlm;
 pub mod store;
 pub mod weights;
 
