@@ -108,11 +108,13 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Loads `weight` and `bias` of width `width` under `vb`.
+    /// Loads `weight` and `bias` of width `width` under `vb`, in the activations' dtype
+    /// (f32 on the CPU, also for a bf16 model).
     pub(crate) fn load(vb: VarBuilder, width: usize, eps: f64) -> Result<Self> {
+        let activations = crate::models::kernels::activation_dtype(vb.dtype(), vb.device());
         Ok(Self {
-            weight: vb.get(width, "weight")?,
-            bias: vb.get(width, "bias")?,
+            weight: vb.get(width, "weight")?.to_dtype(activations)?,
+            bias: vb.get(width, "bias")?.to_dtype(activations)?,
             eps: eps as f32,
         })
     }

@@ -193,7 +193,11 @@ impl VisionTransformer {
         )?;
         let position_embedding = embeddings
             .pp("position_embedding")
-            .get((config.positions(), width), "weight")?;
+            .get((config.positions(), width), "weight")?
+            .to_dtype(crate::models::kernels::activation_dtype(
+                vb.dtype(),
+                vb.device(),
+            ))?;
         let encoder = Encoder::load(vb.pp("encoder"), &config.encoder_shape())?;
         let post_layernorm =
             LayerNorm::load(vb.pp("post_layernorm"), width, config.layer_norm_eps)?;
