@@ -542,6 +542,23 @@ mod tests {
     }
 
     #[test]
+    fn llama_configs_have_no_attention_bias_and_their_own_head_width() {
+        let smollm2 = Qwen2Config::from_json(
+            &json!({"model_type": "llama", "vocab_size": 49280, "hidden_size": 576,
+                    "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                    "num_key_value_heads": 3, "head_dim": 64, "rope_theta": 100000}),
+            false,
+            Path::new("config.json"),
+        )
+        .unwrap();
+        assert!(!smollm2.attention_bias);
+        assert_eq!((smollm2.head_dim(), smollm2.rope_theta), (64, 100000.0));
+        let qwen2 = tiny_config();
+        assert!(qwen2.attention_bias);
+        assert_eq!(qwen2.head_dim(), 4);
+    }
+
+    #[test]
     fn bad_head_counts_name_the_field() {
         let error = Qwen2Config::from_json(
             &json!({"vocab_size": 40, "hidden_size": 16, "intermediate_size": 24,
