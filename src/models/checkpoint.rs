@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | open_clip (MobileCLIP2) | `open_clip_config.json` | that file, `open_clip_model.safetensors`, `tokenizer.json` |
 //! | FastVLM, Apple's (`llava_qwen2`) or the transformers port (`fast_vlm`) | `config.json`'s `model_type` | `config.json`; `model.safetensors`, or `model.safetensors.index.json` and every shard it lists; `tokenizer.json`, or `vocab.json` + `merges.txt` |
+//! | SmolVLM (`idefics3`) | `config.json`'s `model_type` | `config.json`; the weights as for FastVLM; `tokenizer.json`; `preprocessor_config.json` |
 //!
 //! Where alternatives exist the first one present is read: transformers 5's
 //! `save_pretrained` writes a FastVLM with `tokenizer.json` alone, Apple's repositories
@@ -33,6 +34,10 @@ pub const WEIGHTS: &str = "model.safetensors";
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 /// The Hugging Face tokenizer file.
 pub const TOKENIZER_JSON: &str = "tokenizer.json";
+/// The image processor's settings.
+pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
+/// The `model_type` of SmolVLM's checkpoints (transformers' Idefics3).
+pub const IDEFICS3: &str = "idefics3";
 /// A byte-level BPE vocabulary.
 pub const VOCAB: &str = "vocab.json";
 /// A byte-level BPE merge list.
@@ -45,12 +50,15 @@ pub enum CheckpointLayout {
     OpenClip,
     /// A FastVLM in one of its two published layouts.
     FastVlm(fastvlm::Layout),
+    /// A SmolVLM: transformers' Idefics3 layout (`HuggingFaceTB/SmolVLM-256M-Instruct`).
+    SmolVlm,
 }
 
 impl CheckpointLayout {
     /// The layout `dir` declares: `open_clip_config.json` makes it open_clip's, else
-    /// `config.json`'s `model_type` names a FastVLM layout. `None` when the directory has
-    /// neither file; a `model_type` keyscribe does not read is an error naming it.
+    /// `config.json`'s `model_type` names a FastVLM layout or SmolVLM's (`idefics3`). `None`
+    /// when the directory has neither file; a `model_type` keyscribe does not read is an
+    /// error naming it.
     pub fn detect(dir: &Path) -> Result<Option<Self>, ModelError> {
         if dir.join(OPEN_CLIP_CONFIG).is_file() {
             return Ok(Some(CheckpointLayout::OpenClip));
@@ -60,13 +68,17 @@ impl CheckpointLayout {
             return Ok(None);
         };
         let model_type = config.get("model_type").and_then(Value::as_str);
+        if model_type == Some(IDEFICS3) {
+            return Ok(Some(CheckpointLayout::SmolVlm));
+        }
         match model_type.and_then(fastvlm::Layout::from_model_type) {
             Some(layout) => Ok(Some(CheckpointLayout::FastVlm(layout))),
             None => Err(ModelError::Config {
                 path,
                 problem: format!(
                     "`model_type` is {model_type:?}; keyscribe reads FastVLM (`llava_qwen2`, \
-                     `fast_vlm`) and open_clip MobileCLIP2 checkpoints (`{OPEN_CLIP_CONFIG}`)"
+                     `fast_vlm`), SmolVLM (`{IDEFICS3}`) and open_clip MobileCLIP2 checkpoints \
+                     (`{OPEN_CLIP_CONFIG}`)"
                 ),
             }),
         }
@@ -85,7 +97,7 @@ impl CheckpointLayout {
     pub fn role(self) -> ModelRole {
         match self {
             CheckpointLayout::OpenClip => ModelRole::Embedder,
-            CheckpointLayout::FastVlm(_) => ModelRole::Captioner,
+            CheckpointLayout::FastVlm(_) | CheckpointLayout::SmolVlm => ModelRole::Captioner,
         }
     }
 
@@ -98,23 +110,32 @@ impl CheckpointLayout {
                 weights: one(OPEN_CLIP_WEIGHTS),
                 tokenizer: one(TOKENIZER_JSON),
             },
-            CheckpointLayout::FastVlm(_) => {
-                let mut sharded = vec![WEIGHTS_INDEX.to_string()];
-                let index = dir.join(WEIGHTS_INDEX);
-                if !dir.join(WEIGHTS).is_file() && index.is_file() {
-                    sharded.extend(shards_listed_by(&index)?);
-                }
-                Requirements {
-                    config: one(CONFIG),
-                    weights: vec![vec![WEIGHTS.to_string()], sharded],
-                    tokenizer: vec![
-                        vec![TOKENIZER_JSON.to_string()],
-                        vec![VOCAB.to_string(), MERGES.to_string()],
-                    ],
-                }
-            }
+            CheckpointLayout::FastVlm(_) => Requirements {
+                config: one(CONFIG),
+                weights: transformers_weights(dir)?,
+                tokenizer: vec![
+                    vec![TOKENIZER_JSON.to_string()],
+                    vec![VOCAB.to_string(), MERGES.to_string()],
+                ],
+            },
+            CheckpointLayout::SmolVlm => Requirements {
+                config: vec![vec![CONFIG.to_string(), PREPROCESSOR_CONFIG.to_string()]],
+                weights: transformers_weights(dir)?,
+                tokenizer: one(TOKENIZER_JSON),
+            },
         })
     }
+}
+
+/// The weights of a transformers checkpoint: `model.safetensors`, or the index and every
+/// shard it lists.
+fn transformers_weights(dir: &Path) -> Result<Alternatives, ModelError> {
+    let mut sharded = vec![WEIGHTS_INDEX.to_string()];
+    let index = dir.join(WEIGHTS_INDEX);
+    if !dir.join(WEIGHTS).is_file() && index.is_file() {
+        sharded.extend(shards_listed_by(&index)?);
+    }
+    Ok(vec![vec![WEIGHTS.to_string()], sharded])
 }
 
 /// One need of a layout: met by any one of the alternatives, in order of preference; an
@@ -165,6 +186,7 @@ impl fmt::Display for CheckpointLayout {
             CheckpointLayout::FastVlm(fastvlm::Layout::Transformers) => {
                 "a transformers FastVLM checkpoint (`fast_vlm`)"
             }
+            CheckpointLayout::SmolVlm => "a SmolVLM checkpoint (`idefics3`)",
         })
     }
 }
@@ -206,6 +228,17 @@ pub enum CheckpointFiles {
         /// The tokenizer's files.
         tokenizer: TokenizerFiles,
     },
+    /// A SmolVLM (Idefics3) checkpoint.
+    SmolVlm {
+        /// `config.json`.
+        config: PathBuf,
+        /// `preprocessor_config.json`.
+        preprocessor: PathBuf,
+        /// `model.safetensors`, or the shards the index lists.
+        weights: Vec<PathBuf>,
+        /// `tokenizer.json`.
+        tokenizer: PathBuf,
+    },
 }
 
 impl CheckpointFiles {
@@ -237,22 +270,27 @@ impl CheckpointFiles {
         };
         // Every alternative names at least one file.
         let path = |file: &String| dir.join(file);
+        let weight_files = || match weights.split_first() {
+            // The index holds no tensors; its shards do.
+            Some((index, shards)) if index == WEIGHTS_INDEX => shards.iter().map(path).collect(),
+            _ => weights.iter().map(path).collect(),
+        };
         Ok(match layout {
             CheckpointLayout::OpenClip => CheckpointFiles::OpenClip {
                 config: path(&config[0]),
                 weights: path(&weights[0]),
                 tokenizer: path(&tokenizer[0]),
             },
+            CheckpointLayout::SmolVlm => CheckpointFiles::SmolVlm {
+                config: path(&config[0]),
+                preprocessor: path(&config[1]),
+                weights: weight_files(),
+                tokenizer: path(&tokenizer[0]),
+            },
             CheckpointLayout::FastVlm(fastvlm_layout) => CheckpointFiles::FastVlm {
                 layout: fastvlm_layout,
                 config: path(&config[0]),
-                weights: match weights.split_first() {
-                    // The index holds no tensors; its shards do.
-                    Some((index, shards)) if index == WEIGHTS_INDEX => {
-                        shards.iter().map(path).collect()
-                    }
-                    _ => weights.iter().map(path).collect(),
-                },
+                weights: weight_files(),
                 tokenizer: match tokenizer.as_slice() {
                     [vocab, merges] => TokenizerFiles::VocabAndMerges {
                         vocab: path(vocab),
@@ -269,6 +307,7 @@ impl CheckpointFiles {
         match self {
             CheckpointFiles::OpenClip { .. } => CheckpointLayout::OpenClip,
             CheckpointFiles::FastVlm { layout, .. } => CheckpointLayout::FastVlm(*layout),
+            CheckpointFiles::SmolVlm { .. } => CheckpointLayout::SmolVlm,
         }
     }
 
@@ -276,7 +315,9 @@ impl CheckpointFiles {
     pub fn weights(&self) -> &[PathBuf] {
         match self {
             CheckpointFiles::OpenClip { weights, .. } => std::slice::from_ref(weights),
-            CheckpointFiles::FastVlm { weights, .. } => weights,
+            CheckpointFiles::FastVlm { weights, .. } | CheckpointFiles::SmolVlm { weights, .. } => {
+                weights
+            }
         }
     }
 
@@ -485,6 +526,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("../elsewhere.safetensors"), "{error}");
+    }
+
+    #[test]
+    fn the_smolvlm_fixture_is_found_in_its_layout() {
+        let dir = fixtures().join("smolvlm-tiny");
+        assert_eq!(
+            CheckpointFiles::find(&dir, ModelRole::Captioner).unwrap(),
+            CheckpointFiles::SmolVlm {
+                config: dir.join(CONFIG),
+                preprocessor: dir.join(PREPROCESSOR_CONFIG),
+                weights: vec![dir.join(WEIGHTS)],
+                tokenizer: dir.join(TOKENIZER_JSON),
+            }
+        );
+        assert_eq!(CheckpointLayout::SmolVlm.role(), ModelRole::Captioner);
+        let bare = tempfile::tempdir().unwrap();
+        fastvlm_config(bare.path(), IDEFICS3);
+        touch(bare.path(), &[WEIGHTS, VOCAB, MERGES]);
+        let error = CheckpointFiles::find(bare.path(), ModelRole::Captioner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("missing preprocessor_config.json, tokenizer.json")
+                && error.contains("SmolVLM"),
+            "{error}"
+        );
     }
 
     #[test]

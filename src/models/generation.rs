@@ -125,11 +125,16 @@ pub fn generate(
         let embedded = language.embed(&next)?.unsqueeze(0)?;
         token = next_token(&embedded, &mut cache)?;
     }
+    // Text held back while a character was incomplete is sent once the generation ends.
+    let decoded = tokenizer.decode(&token_ids)?;
+    if decoded.len() > text.len() && decoded.starts_with(&text) {
+        on_token(&decoded[text.len()..]);
+    }
     let first_token_at = first_token_at.unwrap_or_else(Instant::now);
     let after_first = token_ids.len().saturating_sub(1);
     let decode_time = first_token_at.elapsed().as_secs_f64();
     Ok(Generation {
-        text: tokenizer.decode(&token_ids)?.trim().to_string(),
+        text: decoded.trim().to_string(),
         token_ids,
         prompt_tokens,
         vision: Duration::ZERO,

@@ -17,6 +17,8 @@ pub mod preprocess;
 pub mod qwen2;
 pub mod qwen2_tokenizer;
 pub mod roles;
+pub mod siglip;
+pub mod smolvlm;
 pub mod store;
 pub mod weights;
 

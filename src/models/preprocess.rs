@@ -60,18 +60,32 @@ impl Interpolation {
 /// Bits of fractional precision of PIL's 8-bit resampling coefficients.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// The taps of one output position: first input index and fixed-point weights.
+/// How the normalised filter weights become integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FixedPoint {
+    /// PIL: 22 fractional bits.
+    Pil,
+    /// PyTorch's antialiased resize of uint8 images (`_upsample_bilinear2d_aa`, what
+    /// torchvision's `resize` runs on a uint8 tensor): int16 weights with as many fractional
+    /// bits (at most 22) as the axis's largest weight allows.
+    Torch,
+}
+
+/// The taps of one output position: first input index and fixed-point weights with
+/// `precision` fractional bits.
 struct Taps {
     first: usize,
     weights: Vec<i32>,
+    precision: u32,
 }
 
-/// PIL's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis.
-fn taps(in_size: usize, out_size: usize, filter: Interpolation) -> Vec<Taps> {
+/// PIL's `precompute_coeffs` + `normalize_coeffs_8bpc` for one axis (PyTorch's
+/// `_compute_index_ranges_int16_weights` with [`FixedPoint::Torch`]).
+fn taps(in_size: usize, out_size: usize, filter: Interpolation, fixed: FixedPoint) -> Vec<Taps> {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter.support() * filter_scale;
-    (0..out_size)
+    let normalised: Vec<(usize, Vec<f64>)> = (0..out_size)
         .map(|out| {
             let center = (out as f64 + 0.5) * scale;
             let first = ((center - support + 0.5) as i64).max(0) as usize;
@@ -80,43 +94,80 @@ fn taps(in_size: usize, out_size: usize, filter: Interpolation) -> Vec<Taps> {
                 .map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale))
                 .collect();
             let total: f64 = raw.iter().sum();
-            let one = f64::from(1u32 << PRECISION_BITS);
             let weights = raw
                 .iter()
+                .map(|&w| if total != 0.0 { w / total } else { w })
+                .collect();
+            (first, weights)
+        })
+        .collect();
+    let precision = match fixed {
+        FixedPoint::Pil => PRECISION_BITS,
+        FixedPoint::Torch => {
+            let largest = normalised
+                .iter()
+                .flat_map(|(_, weights)| weights.iter().copied())
+                .fold(0.0f64, f64::max);
+            (0..PRECISION_BITS)
+                .find(|&bits| (0.5 + largest * f64::from(1u32 << (bits + 1))) as i64 >= 1 << 15)
+                .unwrap_or(PRECISION_BITS)
+        }
+    };
+    let one = f64::from(1u32 << precision);
+    normalised
+        .into_iter()
+        .map(|(first, weights)| Taps {
+            first,
+            weights: weights
+                .iter()
                 .map(|&w| {
-                    let w = if total != 0.0 { w / total } else { w };
                     if w < 0.0 {
                         (-0.5 + w * one) as i32
                     } else {
                         (0.5 + w * one) as i32
                     }
                 })
-                .collect();
-            Taps { first, weights }
+                .collect(),
+            precision,
         })
         .collect()
 }
 
-/// PIL's `clip8`: the fixed-point sum back to 8 bits.
+/// PIL's `clip8`: a fixed-point sum with `precision` fractional bits back to 8 bits.
 #[inline]
-fn clip8(sum: i32) -> u8 {
-    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+fn clip8(sum: i32, precision: u32) -> u8 {
+    (sum >> precision).clamp(0, 255) as u8
 }
 
-/// Rounding offset added to every fixed-point sum.
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
+/// The rounding offset added to every fixed-point sum with `precision` fractional bits.
+#[inline]
+fn half(precision: u32) -> i32 {
+    1 << (precision - 1)
+}
 
 /// Resizes like PIL's `Image.resize((width, height), filter)` on an RGB image, bit for bit.
 pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
-    let canvas = Canvas {
-        picture: image,
-        width: image.width() as usize,
-        height: image.height() as usize,
-        left: 0,
-        top: 0,
-        fill: [0; 3],
-    };
-    resize_canvas(&canvas, width, height, filter)
+    resize_canvas(
+        &Canvas::whole(image),
+        width,
+        height,
+        filter,
+        FixedPoint::Pil,
+    )
+}
+
+/// Resizes like torchvision's `resize(tensor, [height, width], BILINEAR, antialias=True)` on
+/// a uint8 image tensor, bit for bit: transformers' default ("fast", torchvision) image
+/// processors resize this way. PIL's algorithm with int16 weights of fewer fractional bits,
+/// so about one pixel in ten differs from [`resize`] by one level.
+pub fn resize_torchvision_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_canvas(
+        &Canvas::whole(image),
+        width,
+        height,
+        Interpolation::Bilinear,
+        FixedPoint::Torch,
+    )
 }
 
 /// Pads an image to a square with `fill`, the original centred (offsets rounded down), as
@@ -140,7 +191,7 @@ pub fn pad_to_square_and_resize(
         top: (square - height) / 2,
         fill,
     };
-    resize_canvas(&canvas, side, side, filter)
+    resize_canvas(&canvas, side, side, filter, FixedPoint::Pil)
 }
 
 /// A picture placed on a larger canvas of one colour, `left` and `top` pixels from its
@@ -154,6 +205,20 @@ struct Canvas<'a> {
     fill: [u8; 3],
 }
 
+impl<'a> Canvas<'a> {
+    /// The picture alone.
+    fn whole(picture: &'a RgbImage) -> Self {
+        Self {
+            picture,
+            width: picture.width() as usize,
+            height: picture.height() as usize,
+            left: 0,
+            top: 0,
+            fill: [0; 3],
+        }
+    }
+}
+
 /// The taps of one output position over a canvas, split into the positions on the picture
 /// and those on the fill colour.
 struct CanvasTaps {
@@ -163,6 +228,8 @@ struct CanvasTaps {
     weights: Vec<i32>,
     /// The sum of the weights of the positions on the fill colour.
     fill_weight: i32,
+    /// Fractional bits of the weights.
+    precision: u32,
 }
 
 impl CanvasTaps {
@@ -188,6 +255,7 @@ fn split_taps(taps: Vec<Taps>, offset: usize, length: usize) -> Vec<CanvasTaps> 
                 first: start_on_picture.saturating_sub(offset),
                 weights: taps.weights[on_picture].to_vec(),
                 fill_weight,
+                precision: taps.precision,
             }
         })
         .collect()
@@ -195,7 +263,13 @@ fn split_taps(taps: Vec<Taps>, offset: usize, length: usize) -> Vec<CanvasTaps> 
 
 /// PIL's two-pass resampling of a canvas (horizontal pass, then vertical, each only when
 /// that side changes), reading the picture where it lies and the fill colour elsewhere.
-fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation) -> RgbImage {
+fn resize_canvas(
+    canvas: &Canvas,
+    width: u32,
+    height: u32,
+    filter: Interpolation,
+    fixed: FixedPoint,
+) -> RgbImage {
     let (out_w, out_h) = (width as usize, height as usize);
     if out_w == 0 || out_h == 0 || canvas.width == 0 || canvas.height == 0 {
         return RgbImage::new(width, height);
@@ -205,8 +279,13 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
         canvas.picture.height() as usize,
     );
     let fill = canvas.fill;
-    let vertical = (canvas.height != out_h)
-        .then(|| split_taps(taps(canvas.height, out_h, filter), canvas.top, picture_h));
+    let vertical = (canvas.height != out_h).then(|| {
+        split_taps(
+            taps(canvas.height, out_h, filter, fixed),
+            canvas.top,
+            picture_h,
+        )
+    });
     // Only the picture rows some output row reads take part in the horizontal pass.
     let needed_rows = match &vertical {
         Some(vertical) => {
@@ -221,8 +300,13 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
         }
         None => 0..picture_h,
     };
-    let horizontal = (canvas.width != out_w)
-        .then(|| split_taps(taps(canvas.width, out_w, filter), canvas.left, picture_w));
+    let horizontal = (canvas.width != out_w).then(|| {
+        split_taps(
+            taps(canvas.width, out_w, filter, fixed),
+            canvas.left,
+            picture_w,
+        )
+    });
     let row_len = out_w * 3;
 
     // The horizontal pass of a row of fill colour only.
@@ -231,7 +315,8 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
             .iter()
             .flat_map(|taps| {
                 let weight = taps.fill_weight + taps.weights.iter().sum::<i32>();
-                fill.map(|value| clip8(HALF + i32::from(value) * weight))
+                let precision = taps.precision;
+                fill.map(|value| clip8(half(precision) + i32::from(value) * weight, precision))
             })
             .collect(),
         None => fill.repeat(out_w),
@@ -245,7 +330,9 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
             match &horizontal {
                 Some(horizontal) => {
                     for (out_px, taps) in out_row.chunks_exact_mut(3).zip(horizontal) {
-                        let mut sums = fill.map(|value| HALF + i32::from(value) * taps.fill_weight);
+                        let precision = taps.precision;
+                        let mut sums =
+                            fill.map(|value| half(precision) + i32::from(value) * taps.fill_weight);
                         for (j, &w) in taps.weights.iter().enumerate() {
                             let px = &in_row[(taps.first + j) * 3..][..3];
                             for c in 0..3 {
@@ -253,7 +340,7 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
                             }
                         }
                         for c in 0..3 {
-                            out_px[c] = clip8(sums[c]);
+                            out_px[c] = clip8(sums[c], precision);
                         }
                     }
                 }
@@ -278,7 +365,7 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
                 .for_each(|(out_row, taps)| {
                     let mut sums: Vec<i32> = fill_row
                         .iter()
-                        .map(|&value| HALF + i32::from(value) * taps.fill_weight)
+                        .map(|&value| half(taps.precision) + i32::from(value) * taps.fill_weight)
                         .collect();
                     for (j, &w) in taps.weights.iter().enumerate() {
                         let in_row = row(canvas.top + taps.first + j);
@@ -287,7 +374,7 @@ fn resize_canvas(canvas: &Canvas, width: u32, height: u32, filter: Interpolation
                         }
                     }
                     for (o, &sum) in out_row.iter_mut().zip(&sums) {
-                        *o = clip8(sum);
+                        *o = clip8(sum, taps.precision);
                     }
                 });
         }

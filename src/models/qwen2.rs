@@ -1,7 +1,10 @@
-//! The Qwen2 decoder that FastVLM uses as its language model.
+//! The Qwen2 decoder that FastVLM uses as its language model, which also runs SmolLM2, the
+//! Llama decoder of SmolVLM.
 //!
 //! Grouped-query attention with rotary position embeddings, RMSNorm and a SwiGLU MLP, as
-//! transformers' `Qwen2ForCausalLM` computes them. The model takes input embeddings rather
+//! transformers' `Qwen2ForCausalLM` and `LlamaForCausalLM` compute them: the two differ only
+//! in Qwen2's biases on the query, key and value projections (Llama's `attention_bias`, false
+//! for SmolLM2) and in Llama's explicit `head_dim`, both read from the configuration. The model takes input embeddings rather
 //! than token ids, so a vision-language model can splice image features into the sequence;
 //! a [`KvCache`] makes generation one prefill followed by one step per new token.
 
@@ -37,12 +40,19 @@ pub struct Qwen2Config {
     pub max_position_embeddings: usize,
     /// Whether the output projection reuses the embedding table.
     pub tie_word_embeddings: bool,
+    /// Width of one attention head (`head_dim`; by default `hidden_size / num_attention_heads`).
+    pub head_dim: usize,
+    /// Whether the query, key and value projections have biases: always for Qwen2, Llama's
+    /// `attention_bias` (false unless the file says otherwise) for `model_type` `llama`.
+    pub attention_bias: bool,
 }
 
 impl Qwen2Config {
     /// Reads the sizes from a JSON object (a `text_config`, or the top level of a LLaVA
     /// config). The RoPE base is `rope_parameters.rope_theta` (transformers 5) or
-    /// `rope_theta` (older files); `tie_word_embeddings` falls back to `tie_fallback`.
+    /// `rope_theta` (older files); `tie_word_embeddings` falls back to `tie_fallback`. A
+    /// `model_type` of `llama` (SmolLM2) reads `attention_bias` (default false) and
+    /// `head_dim`; any other is Qwen2's, with biases.
     pub fn from_json(config: &Value, tie_fallback: bool, path: &Path) -> Result<Self, ModelError> {
         let size = |key: &str| -> Result<usize, ModelError> {
             config
@@ -60,6 +70,16 @@ impl Qwen2Config {
             .or_else(|| config.get("rope_theta"))
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0);
+        let llama = config.get("model_type").and_then(Value::as_str) == Some("llama");
+        let attention_bias = config
+            .get("attention_bias")
+            .and_then(Value::as_bool)
+            .unwrap_or(!llama);
+        let heads = size("num_attention_heads")?;
+        let head_dim = match config.get("head_dim") {
+            None | Some(Value::Null) => size("hidden_size")? / heads.max(1),
+            Some(_) => size("head_dim")?,
+        };
         let parsed = Self {
             vocab_size: size("vocab_size")?,
             hidden_size: size("hidden_size")?,
@@ -83,6 +103,8 @@ impl Qwen2Config {
                 .get("tie_word_embeddings")
                 .and_then(Value::as_bool)
                 .unwrap_or(tie_fallback),
+            head_dim,
+            attention_bias,
         };
         parsed.validate().map_err(|problem| ModelError::Config {
             path: path.to_path_buf(),
@@ -93,16 +115,14 @@ impl Qwen2Config {
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        self.head_dim
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
+        if self.num_attention_heads == 0 || self.head_dim == 0 {
             return Err(format!(
-                "`hidden_size` {} is not a multiple of `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
+                "`num_attention_heads` {} and the head width {} must be positive",
+                self.num_attention_heads, self.head_dim
             ));
         }
         if self.num_key_value_heads == 0
@@ -195,24 +215,32 @@ struct Attention {
 impl Attention {
     fn load(vb: VarBuilder, config: &Qwen2Config) -> candle_core::Result<Self> {
         let (hidden, head_dim) = (config.hidden_size, config.head_dim());
+        let q_width = config.num_attention_heads * head_dim;
         let kv_width = config.num_key_value_heads * head_dim;
         let mut weights = Vec::with_capacity(3);
         let mut biases = Vec::with_capacity(3);
         for (name, rows) in [
-            ("q_proj", hidden),
+            ("q_proj", q_width),
             ("k_proj", kv_width),
             ("v_proj", kv_width),
         ] {
             weights.push(vb.pp(name).get((rows, hidden), "weight")?);
-            biases.push(vb.pp(name).get(rows, "bias")?);
+            if config.attention_bias {
+                biases.push(vb.pp(name).get(rows, "bias")?);
+            }
         }
+        let bias = if config.attention_bias {
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
         let qkv = Linear::from_torch_as_loaded(
             &Tensor::cat(&weights, 0)?,
-            Some(&Tensor::cat(&biases, 0)?),
+            bias.as_ref(),
             Activation::Identity,
         )?;
         let output = Linear::from_torch_as_loaded(
-            &vb.pp("o_proj").get((hidden, hidden), "weight")?,
+            &vb.pp("o_proj").get((hidden, q_width), "weight")?,
             None,
             Activation::Identity,
         )?;
@@ -348,7 +376,7 @@ impl KvCache {
     }
 }
 
-/// A Qwen2 causal language model.
+/// A Qwen2 (or Llama) causal language model.
 #[derive(Debug, Clone)]
 pub struct Qwen2 {
     embed_tokens: Embedding,
@@ -511,6 +539,23 @@ mod tests {
         assert_eq!(old.rope_theta, 1e6);
         assert_eq!(old.num_key_value_heads, 4);
         assert!(old.tie_word_embeddings);
+    }
+
+    #[test]
+    fn llama_configs_have_no_attention_bias_and_their_own_head_width() {
+        let smollm2 = Qwen2Config::from_json(
+            &json!({"model_type": "llama", "vocab_size": 49280, "hidden_size": 576,
+                    "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                    "num_key_value_heads": 3, "head_dim": 64, "rope_theta": 100000}),
+            false,
+            Path::new("config.json"),
+        )
+        .unwrap();
+        assert!(!smollm2.attention_bias);
+        assert_eq!((smollm2.head_dim(), smollm2.rope_theta), (64, 100000.0));
+        let qwen2 = tiny_config();
+        assert!(qwen2.attention_bias);
+        assert_eq!(qwen2.head_dim(), 4);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::checkpoint::CheckpointLayout;
 use super::fastvlm::FastVlm;
 use super::generation::{Generation, GenerationSettings};
 use super::mobileclip::MobileClip;
+use super::smolvlm::SmolVlm;
 use super::store::ModelRole;
 use super::ModelError;
 
@@ -108,6 +109,13 @@ pub fn load_captioner(
 ) -> Result<Box<dyn Captioner>, ModelError> {
     match detect(dir, ModelRole::Captioner)? {
         CheckpointLayout::FastVlm(_) => Ok(Box::new(FastVlm::load(dir, options.dtype, device)?)),
+        CheckpointLayout::SmolVlm => {
+            let mut model = SmolVlm::load(dir, options.dtype, device)?;
+            if let Some(splitting) = options.image_splitting {
+                model.set_image_splitting(splitting);
+            }
+            Ok(Box::new(model))
+        }
         other => Err(wrong_role(dir, other, ModelRole::Captioner)),
     }
 }
@@ -185,6 +193,32 @@ impl Captioner for FastVlm {
         on_token: &mut dyn FnMut(&str),
     ) -> Result<Generation, ModelError> {
         FastVlm::generate_text(self, system, user, settings, on_token)
+    }
+}
+
+impl Captioner for SmolVlm {
+    fn name(&self) -> String {
+        SmolVlm::name(self)
+    }
+
+    fn describe(
+        &self,
+        image: &RgbImage,
+        instruction: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        SmolVlm::describe(self, image, instruction, settings, on_token)
+    }
+
+    fn generate_text(
+        &self,
+        system: Option<&str>,
+        user: &str,
+        settings: &GenerationSettings,
+        on_token: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ModelError> {
+        SmolVlm::generate_text(self, system, user, settings, on_token)
     }
 }
 
