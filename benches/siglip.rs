@@ -1,6 +1,7 @@
 //! SigLIP2 throughput on 2 threads: the vision tower at batch 1 and 16 (already
-//! preprocessed), one text query (tokenization included), and transformers on the same
-//! weights and inputs in the same run.
+//! preprocessed), one text query (tokenization included), in f32 and with bf16 weights
+//! (`Siglip::load_with_dtype`), and transformers (f32) on the same weights and inputs in
+//! the same run.
 //!
 //! The weights are the full-size random SigLIP2-base-patch16-224 of the fixture script:
 //!
@@ -60,33 +61,38 @@ fn inputs(dir: &Path, batch: usize) -> Tensor {
     pixels.index_select(&index, 0).unwrap()
 }
 
+/// The implementations timed: criterion's function name and the weights' dtype.
+const VARIANTS: [(&str, DType); 2] = [("keyscribe", DType::F32), ("keyscribe-bf16", DType::BF16)];
+
 fn siglip(c: &mut Criterion) {
     let dir = fixture_dir();
-    let model = Siglip::load(&dir, &Device::Cpu).expect("the bench model loads");
-    let mut group = c.benchmark_group("siglip-image");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(10))
-        .warm_up_time(Duration::from_secs(2));
-    for batch in [1, 16] {
-        let pixels = inputs(&dir, batch);
-        group.throughput(Throughput::Elements(batch as u64));
-        group.bench_function(
-            BenchmarkId::new("keyscribe", format!("batch-{batch}")),
-            |b| b.iter(|| model.embed_preprocessed(&pixels).unwrap()),
-        );
+    for (name, dtype) in VARIANTS {
+        let model =
+            Siglip::load_with_dtype(&dir, dtype, &Device::Cpu).expect("the bench model loads");
+        let mut group = c.benchmark_group("siglip-image");
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(10))
+            .warm_up_time(Duration::from_secs(2));
+        for batch in [1, 16] {
+            let pixels = inputs(&dir, batch);
+            group.throughput(Throughput::Elements(batch as u64));
+            group.bench_function(BenchmarkId::new(name, format!("batch-{batch}")), |b| {
+                b.iter(|| model.embed_preprocessed(&pixels).unwrap())
+            });
+        }
+        group.finish();
+        let mut group = c.benchmark_group("siglip-text");
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(5))
+            .warm_up_time(Duration::from_secs(2))
+            .throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new(name, "query"), |b| {
+            b.iter(|| model.embed_texts(&[QUERY]).unwrap())
+        });
+        group.finish();
     }
-    group.finish();
-    let mut group = c.benchmark_group("siglip-text");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(2))
-        .throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("keyscribe", "query"), |b| {
-        b.iter(|| model.embed_texts(&[QUERY]).unwrap())
-    });
-    group.finish();
 }
 
 /// Criterion's median estimate for one benchmark, in seconds (criterion writes under
@@ -115,46 +121,65 @@ fn reference(dir: &Path) -> Option<serde_json::Value> {
 }
 
 fn summary(dir: &Path) {
-    let ours = [
+    let rows = [
         (
             "images/s, batch 1",
-            median_seconds("siglip-image", "keyscribe", "batch-1").map(|s| 1.0 / s),
+            "siglip-image",
+            "batch-1",
+            1.0,
             "image_batch1_per_s",
         ),
         (
             "images/s, batch 16",
-            median_seconds("siglip-image", "keyscribe", "batch-16").map(|s| 16.0 / s),
+            "siglip-image",
+            "batch-16",
+            16.0,
             "image_batch16_per_s",
         ),
         (
             "text queries/s",
-            median_seconds("siglip-text", "keyscribe", "query").map(|s| 1.0 / s),
+            "siglip-text",
+            "query",
+            1.0,
             "text_queries_per_s",
         ),
     ];
     let theirs = reference(dir);
-    println!("\n| per second | keyscribe | transformers | keyscribe / transformers |");
-    println!("| --- | --- | --- | --- |");
-    for (label, ours, key) in ours {
-        let Some(ours) = ours else { continue };
-        let (value, ratio) = theirs
-            .as_ref()
-            .and_then(|t| t[key].as_f64())
-            .map_or(("-".to_string(), "-".to_string()), |v| {
-                (format!("{v:.2}"), format!("{:.2}x", ours / v))
-            });
-        println!("| {label} | {ours:.2} | {value} | {ratio} |");
-    }
-    if let Some(ms) = median_seconds("siglip-text", "keyscribe", "query") {
-        let theirs_ms = theirs
-            .as_ref()
-            .and_then(|t| t["text_query_s"].as_f64())
-            .map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
-        println!(
-            "\none text query: keyscribe {:.1} ms, transformers {theirs_ms}",
-            ms * 1e3
+    println!(
+        "\n| per second | transformers f32 | keyscribe f32 | ratio | keyscribe bf16 | ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (label, group, parameter, items, key) in rows {
+        let reference = theirs.as_ref().and_then(|t| t[key].as_f64());
+        let mut line = format!(
+            "| {label} | {} |",
+            reference.map_or("-".to_string(), |v| format!("{v:.2}"))
         );
+        for (name, _) in VARIANTS {
+            let ours = median_seconds(group, name, parameter).map(|s| items / s);
+            let value = ours.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let ratio = ours
+                .zip(reference)
+                .map_or("-".to_string(), |(ours, theirs)| {
+                    format!("{:.2}x", ours / theirs)
+                });
+            line.push_str(&format!(" {value} | {ratio} |"));
+        }
+        println!("{line}");
     }
+    let query_ms = |name: &str| {
+        median_seconds("siglip-text", name, "query")
+            .map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3))
+    };
+    let theirs_ms = theirs
+        .as_ref()
+        .and_then(|t| t["text_query_s"].as_f64())
+        .map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
+    println!(
+        "\none text query: transformers {theirs_ms}, keyscribe f32 {}, bf16 {}",
+        query_ms("keyscribe"),
+        query_ms("keyscribe-bf16")
+    );
     let rss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
     println!(
         "peak RSS: keyscribe bench process {}, transformers reference process {}",

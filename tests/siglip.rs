@@ -411,3 +411,22 @@ fn unsupported_processor_settings_are_refused() {
     let error = load_error(dir.path());
     assert!(error.contains("size"), "{error}");
 }
+
+#[test]
+fn bf16_weights_stay_close_to_the_reference() {
+    let dir = fixture_dir();
+    let reference = reference(&dir);
+    let model = Siglip::load_with_dtype(&dir, DType::BF16, &Device::Cpu).unwrap();
+    let images = model.embed_images(&images(&dir, &reference)).unwrap();
+    let texts: Vec<&str> = reference.texts.iter().map(String::as_str).collect();
+    let texts = model.embed_texts(&texts).unwrap();
+    for (what, found, expected) in [
+        ("bf16 image embeddings", images, &reference.image_embeddings),
+        ("bf16 text embeddings", texts, &reference.text_embeddings),
+    ] {
+        let cosines = row_cosines(&found, &rows(expected));
+        let worst = cosines.iter().copied().fold(1.0, f64::min);
+        eprintln!("{what}: min cosine {worst:.6}");
+        assert!(worst >= 0.99, "{what}: cosines {cosines:?}");
+    }
+}

@@ -253,15 +253,25 @@ pub struct Siglip {
     tokenizer: GemmaTokenizer,
     logit_scale: f32,
     logit_bias: f32,
+    dtype: DType,
     device: Device,
 }
 
 impl Siglip {
-    /// Loads a checkpoint directory (the six files of the Hub's layout) onto `device`.
+    /// Loads a checkpoint directory (the six files of the Hub's layout) onto `device`, in
+    /// f32 (the reference's numbers).
     ///
     /// Every tensor the configuration needs must be in the file with its shape, and every
     /// tensor in the file must be used: errors name the file, the tensor and the shapes.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with_dtype(dir, DType::F32, device)
+    }
+
+    /// [`Self::load`] with the weights in `dtype`. With bf16 on the CPU the weights of every
+    /// matrix product are packed bf16 and multiplied as a bf16 model does (AVX-512 BF16 dot
+    /// products where the processor has them), activations stay f32: faster, but the
+    /// embeddings are no longer the f32 reference's to 1e-4.
+    pub fn load_with_dtype(dir: &Path, dtype: DType, device: &Device) -> Result<Self, ModelError> {
         let files = CheckpointFiles::find(dir, ModelRole::Embedder)?;
         let CheckpointFiles::Siglip {
             config: config_file,
@@ -281,11 +291,15 @@ impl Siglip {
             config.text.max_position_embeddings,
         )?;
         let checkpoint = Checkpoint::open(std::slice::from_ref(weights))?;
-        let vb = checkpoint.var_builder(DType::F32, device, None);
+        let vb = checkpoint.var_builder(dtype, device, None);
         let vision = VisionTransformer::load(vb.pp("vision_model"), &config.vision)?;
         let text = TextTransformer::load(vb.pp("text_model"), &config.text)?;
         let scalar = |name: &str| -> Result<f32, ModelError> {
-            Ok(vb.get(1, name)?.to_device(&Device::Cpu)?.to_vec1::<f32>()?[0])
+            Ok(vb
+                .get(1, name)?
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?[0])
         };
         let logit_scale = scalar("logit_scale")?;
         let logit_bias = scalar("logit_bias")?;
@@ -297,6 +311,7 @@ impl Siglip {
             tokenizer,
             logit_scale,
             logit_bias,
+            dtype,
             device: device.clone(),
         })
     }
@@ -408,8 +423,9 @@ impl Siglip {
     /// L2-normalised embeddings of a batch already at the input size and normalised:
     /// `[batch, 3, height, width]` -> `[batch, dim]`.
     pub fn embed_preprocessed(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
-        let pooled = super::kernels::on_thread_pool(|| self.vision.forward_pooled(pixels))?;
-        Ok(l2_normalize(&pooled)?)
+        let pixels = pixels.to_dtype(self.activation_dtype())?;
+        let pooled = super::kernels::on_thread_pool(|| self.vision.forward_pooled(&pixels))?;
+        Ok(l2_normalize(&pooled.to_dtype(DType::F32)?)?)
     }
 
     /// The processor's token ids for texts: `[texts, 64]` (u32).
@@ -428,9 +444,14 @@ impl Siglip {
         for chunk in texts.chunks(TEXT_BATCH) {
             let ids = self.tokenize(chunk)?;
             let features = super::kernels::on_thread_pool(|| self.text.forward(&ids))?;
-            parts.push(l2_normalize(&features)?);
+            parts.push(l2_normalize(&features.to_dtype(DType::F32)?)?);
         }
         self.concat(parts)
+    }
+
+    /// The dtype activations flow in.
+    fn activation_dtype(&self) -> DType {
+        super::kernels::activation_dtype(self.dtype, &self.device)
     }
 
     fn concat(&self, parts: Vec<Tensor>) -> Result<Tensor, ModelError> {

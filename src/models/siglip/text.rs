@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{linear, Encoder, EncoderShape, HiddenAct, LayerNorm};
-use crate::models::kernels::{Activation, Linear};
+use crate::models::kernels::{activation_dtype, Activation, Linear};
 
 /// The text tower's configuration: `config.json`'s `text_config`, with transformers'
 /// `SiglipTextConfig` defaults for missing fields.
@@ -82,9 +82,12 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    /// Loads the tower from its tensors under `vb` (`vb.pp("text_model")`).
+    /// Loads the tower from its tensors under `vb` (`vb.pp("text_model")`), in `vb`'s
+    /// dtype (bf16 on the CPU: packed bf16 products, f32 activations; the token embeddings
+    /// stay bf16 and only the rows looked up are widened).
     pub fn load(vb: VarBuilder, config: &TextConfig) -> Result<Self> {
         let width = config.hidden_size;
+        let dtype = activation_dtype(vb.dtype(), vb.device());
         let embeddings = vb.pp("embeddings");
         let shape = EncoderShape {
             hidden_size: width,
@@ -100,7 +103,8 @@ impl TextTransformer {
                 .get((config.vocab_size, width), "weight")?,
             position_embedding: embeddings
                 .pp("position_embedding")
-                .get((config.max_position_embeddings, width), "weight")?,
+                .get((config.max_position_embeddings, width), "weight")?
+                .to_dtype(dtype)?,
             encoder: Encoder::load(vb.pp("encoder"), &shape)?,
             final_layer_norm: LayerNorm::load(
                 vb.pp("final_layer_norm"),
@@ -138,6 +142,7 @@ impl TextTransformer {
             .token_embedding
             .index_select(&token_ids.flatten_all()?, 0)?
             .reshape((batch, tokens, width))?
+            .to_dtype(self.position_embedding.dtype())?
             .broadcast_add(&self.position_embedding.narrow(0, 0, tokens)?)?;
         let hidden = self.encoder.forward(&embedded)?;
         let last = hidden.narrow(1, tokens - 1, 1)?.reshape((batch, width))?;
