@@ -7,6 +7,7 @@
 //! | open_clip (MobileCLIP2) | `open_clip_config.json` | that file, `open_clip_model.safetensors`, `tokenizer.json` |
 //! | FastVLM, Apple's (`llava_qwen2`) or the transformers port (`fast_vlm`) | `config.json`'s `model_type` | `config.json`; `model.safetensors`, or `model.safetensors.index.json` and every shard it lists; `tokenizer.json`, or `vocab.json` + `merges.txt` |
 //! | SmolVLM (`idefics3`) | `config.json`'s `model_type` | `config.json`; the weights as for FastVLM; `tokenizer.json`; `preprocessor_config.json` |
+//! | SigLIP2 fixed resolution (`siglip`) | `config.json`'s `model_type` | `config.json` + `preprocessor_config.json`; `model.safetensors`; `tokenizer.json` + `tokenizer_config.json` + `special_tokens_map.json` |
 //!
 //! Where alternatives exist the first one present is read: transformers 5's
 //! `save_pretrained` writes a FastVLM with `tokenizer.json` alone, Apple's repositories
@@ -34,14 +35,20 @@ pub const WEIGHTS: &str = "model.safetensors";
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 /// The Hugging Face tokenizer file.
 pub const TOKENIZER_JSON: &str = "tokenizer.json";
-/// The image processor's settings.
-pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
 /// The `model_type` of SmolVLM's checkpoints (transformers' Idefics3).
 pub const IDEFICS3: &str = "idefics3";
 /// A byte-level BPE vocabulary.
 pub const VOCAB: &str = "vocab.json";
 /// A byte-level BPE merge list.
 pub const MERGES: &str = "merges.txt";
+/// A transformers image processor's configuration.
+pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
+/// A transformers tokenizer's configuration (special tokens, BOS/EOS, padding side).
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// A transformers tokenizer's special tokens.
+pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
+/// `config.json`'s `model_type` of SigLIP and fixed-resolution SigLIP2 checkpoints.
+pub const SIGLIP_MODEL_TYPE: &str = "siglip";
 
 /// How a checkpoint directory is laid out, as its configuration file declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +59,9 @@ pub enum CheckpointLayout {
     FastVlm(fastvlm::Layout),
     /// A SmolVLM: transformers' Idefics3 layout (`HuggingFaceTB/SmolVLM-256M-Instruct`).
     SmolVlm,
+    /// transformers' `SiglipModel`, as the fixed-resolution SigLIP2 checkpoints ship it
+    /// (`google/siglip2-base-patch16-224`).
+    Siglip,
 }
 
 impl CheckpointLayout {
@@ -71,14 +81,17 @@ impl CheckpointLayout {
         if model_type == Some(IDEFICS3) {
             return Ok(Some(CheckpointLayout::SmolVlm));
         }
+        if model_type == Some(SIGLIP_MODEL_TYPE) {
+            return Ok(Some(CheckpointLayout::Siglip));
+        }
         match model_type.and_then(fastvlm::Layout::from_model_type) {
             Some(layout) => Ok(Some(CheckpointLayout::FastVlm(layout))),
             None => Err(ModelError::Config {
                 path,
                 problem: format!(
                     "`model_type` is {model_type:?}; keyscribe reads FastVLM (`llava_qwen2`, \
-                     `fast_vlm`), SmolVLM (`{IDEFICS3}`) and open_clip MobileCLIP2 checkpoints \
-                     (`{OPEN_CLIP_CONFIG}`)"
+                     `fast_vlm`), SmolVLM (`{IDEFICS3}`), SigLIP2 (`{SIGLIP_MODEL_TYPE}`) and \
+                     open_clip MobileCLIP2 checkpoints (`{OPEN_CLIP_CONFIG}`)"
                 ),
             }),
         }
@@ -96,7 +109,7 @@ impl CheckpointLayout {
     /// What models of this layout are for.
     pub fn role(self) -> ModelRole {
         match self {
-            CheckpointLayout::OpenClip => ModelRole::Embedder,
+            CheckpointLayout::OpenClip | CheckpointLayout::Siglip => ModelRole::Embedder,
             CheckpointLayout::FastVlm(_) | CheckpointLayout::SmolVlm => ModelRole::Captioner,
         }
     }
@@ -104,7 +117,13 @@ impl CheckpointLayout {
     /// What the layout needs.
     fn requirements(self, dir: &Path) -> Result<Requirements, ModelError> {
         let one = |file: &str| vec![vec![file.to_string()]];
+        let all = |files: &[&str]| vec![files.iter().map(|file| file.to_string()).collect()];
         Ok(match self {
+            CheckpointLayout::Siglip => Requirements {
+                config: all(&[CONFIG, PREPROCESSOR_CONFIG]),
+                weights: one(WEIGHTS),
+                tokenizer: all(&[TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP]),
+            },
             CheckpointLayout::OpenClip => Requirements {
                 config: one(OPEN_CLIP_CONFIG),
                 weights: one(OPEN_CLIP_WEIGHTS),
@@ -187,6 +206,7 @@ impl fmt::Display for CheckpointLayout {
                 "a transformers FastVLM checkpoint (`fast_vlm`)"
             }
             CheckpointLayout::SmolVlm => "a SmolVLM checkpoint (`idefics3`)",
+            CheckpointLayout::Siglip => "a SigLIP2 checkpoint (`siglip`)",
         })
     }
 }
@@ -239,6 +259,21 @@ pub enum CheckpointFiles {
         /// `tokenizer.json`.
         tokenizer: PathBuf,
     },
+    /// A SigLIP2 checkpoint.
+    Siglip {
+        /// `config.json`.
+        config: PathBuf,
+        /// `preprocessor_config.json`.
+        preprocessor: PathBuf,
+        /// `model.safetensors`.
+        weights: PathBuf,
+        /// `tokenizer.json`.
+        tokenizer: PathBuf,
+        /// `tokenizer_config.json`.
+        tokenizer_config: PathBuf,
+        /// `special_tokens_map.json`.
+        special_tokens_map: PathBuf,
+    },
 }
 
 impl CheckpointFiles {
@@ -276,6 +311,14 @@ impl CheckpointFiles {
             _ => weights.iter().map(path).collect(),
         };
         Ok(match layout {
+            CheckpointLayout::Siglip => CheckpointFiles::Siglip {
+                config: path(&config[0]),
+                preprocessor: path(&config[1]),
+                weights: path(&weights[0]),
+                tokenizer: path(&tokenizer[0]),
+                tokenizer_config: path(&tokenizer[1]),
+                special_tokens_map: path(&tokenizer[2]),
+            },
             CheckpointLayout::OpenClip => CheckpointFiles::OpenClip {
                 config: path(&config[0]),
                 weights: path(&weights[0]),
@@ -308,13 +351,16 @@ impl CheckpointFiles {
             CheckpointFiles::OpenClip { .. } => CheckpointLayout::OpenClip,
             CheckpointFiles::FastVlm { layout, .. } => CheckpointLayout::FastVlm(*layout),
             CheckpointFiles::SmolVlm { .. } => CheckpointLayout::SmolVlm,
+            CheckpointFiles::Siglip { .. } => CheckpointLayout::Siglip,
         }
     }
 
     /// The safetensors files holding the weights.
     pub fn weights(&self) -> &[PathBuf] {
         match self {
-            CheckpointFiles::OpenClip { weights, .. } => std::slice::from_ref(weights),
+            CheckpointFiles::OpenClip { weights, .. } | CheckpointFiles::Siglip { weights, .. } => {
+                std::slice::from_ref(weights)
+            }
             CheckpointFiles::FastVlm { weights, .. } | CheckpointFiles::SmolVlm { weights, .. } => {
                 weights
             }

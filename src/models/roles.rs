@@ -17,6 +17,7 @@ use super::checkpoint::CheckpointLayout;
 use super::fastvlm::FastVlm;
 use super::generation::{Generation, GenerationSettings};
 use super::mobileclip::MobileClip;
+use super::siglip::Siglip;
 use super::smolvlm::SmolVlm;
 use super::store::ModelRole;
 use super::ModelError;
@@ -97,6 +98,7 @@ impl CaptionerOptions {
 pub fn load_embedder(dir: &Path, device: &Device) -> Result<Box<dyn Embedder>, ModelError> {
     match detect(dir, ModelRole::Embedder)? {
         CheckpointLayout::OpenClip => Ok(Box::new(MobileClip::load(dir, device)?)),
+        CheckpointLayout::Siglip => Ok(Box::new(Siglip::load(dir, device)?)),
         other => Err(wrong_role(dir, other, ModelRole::Embedder)),
     }
 }
@@ -167,6 +169,36 @@ impl Embedder for MobileClip {
 
     fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         rows(MobileClip::embed_texts(self, texts)?)
+    }
+}
+
+impl Embedder for Siglip {
+    fn name(&self) -> &str {
+        Siglip::name(self)
+    }
+
+    fn dim(&self) -> usize {
+        Siglip::dim(self)
+    }
+
+    fn input_size(&self) -> (u32, u32) {
+        Siglip::input_size(self)
+    }
+
+    fn frame_fit(&self) -> FrameFit {
+        FrameFit::Stretch
+    }
+
+    fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        rows(Siglip::embed_images(self, images)?)
+    }
+
+    fn embed_frames(&self, frames: &[RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        rows(Siglip::embed_resized(self, frames)?)
+    }
+
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        rows(Siglip::embed_texts(self, texts)?)
     }
 }
 
@@ -243,6 +275,31 @@ mod tests {
         assert_eq!(texts[0].len(), embedder.dim());
         let norm: f32 = texts[0].iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+
+        let siglip = load_embedder(&fixture("siglip-tiny"), &Device::Cpu).unwrap();
+        assert_eq!(siglip.frame_fit(), FrameFit::Stretch);
+        assert!(siglip.name().contains("SigLIP"), "{}", siglip.name());
+        let frame = RgbImage::from_pixel(
+            siglip.input_size().0,
+            siglip.input_size().1,
+            image::Rgb([200, 30, 90]),
+        );
+        // A frame already at the input size embeds as the same picture through the processor.
+        let fast = siglip.embed_frames(std::slice::from_ref(&frame)).unwrap();
+        let full = siglip.embed_images(std::slice::from_ref(&frame)).unwrap();
+        let cosine: f32 = fast[0].iter().zip(&full[0]).map(|(a, b)| a * b).sum();
+        assert!(cosine > 0.9999, "{cosine}");
+
+        let smolvlm = load_captioner(
+            &fixture("smolvlm-tiny"),
+            CaptionerOptions {
+                dtype: DType::F32,
+                image_splitting: Some(false),
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(smolvlm.name().contains("SmolVLM"), "{}", smolvlm.name());
 
         let captioner = load_captioner(
             &fixture("fastvlm-tiny-hf"),

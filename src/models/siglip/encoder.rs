@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::models::kernels::{attention, Activation, Linear};
+use crate::models::kernels::{activation_dtype, attention, Activation, Linear};
 
 /// The MLP's activation, as `config.json`'s `hidden_act` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -108,13 +108,12 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// Loads `weight` and `bias` of width `width` under `vb`, in the activations' dtype
-    /// (f32 on the CPU, also for a bf16 model).
+    /// Loads `weight` and `bias` of width `width` under `vb`, in the activations' dtype.
     pub(crate) fn load(vb: VarBuilder, width: usize, eps: f64) -> Result<Self> {
-        let activations = crate::models::kernels::activation_dtype(vb.dtype(), vb.device());
+        let dtype = activation_dtype(vb.dtype(), vb.device());
         Ok(Self {
-            weight: vb.get(width, "weight")?.to_dtype(activations)?,
-            bias: vb.get(width, "bias")?.to_dtype(activations)?,
+            weight: vb.get(width, "weight")?.to_dtype(dtype)?,
+            bias: vb.get(width, "bias")?.to_dtype(dtype)?,
             eps: eps as f32,
         })
     }

@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{linear, Encoder, EncoderShape, HiddenAct, LayerNorm, Mlp};
-use crate::models::kernels::{attention, Activation, Linear};
+use crate::models::kernels::{activation_dtype, attention, Activation, Linear};
 
 /// The vision tower's configuration: `config.json`'s `vision_config`, with transformers'
 /// `SiglipVisionConfig` defaults for missing fields.
@@ -113,17 +113,19 @@ impl PoolingHead {
         let in_proj_weight = attn.get((3 * width, width), "in_proj_weight")?;
         let in_proj_bias = attn.get(3 * width, "in_proj_bias")?;
         let probe = vb.get((1, 1, width), "probe")?;
+        let dtype = activation_dtype(vb.dtype(), vb.device());
         let query = probe
+            .to_dtype(dtype)?
             .reshape((1, width))?
-            .matmul(&in_proj_weight.narrow(0, 0, width)?.t()?)?
-            .broadcast_add(&in_proj_bias.narrow(0, 0, width)?)?
+            .matmul(&in_proj_weight.narrow(0, 0, width)?.to_dtype(dtype)?.t()?)?
+            .broadcast_add(&in_proj_bias.narrow(0, 0, width)?.to_dtype(dtype)?)?
             .reshape((1, 1, heads, width / heads))?
             .transpose(1, 2)?
             .contiguous()?;
         Ok(Self {
             query,
             kv_proj: Linear::from_torch(
-                &in_proj_weight.narrow(0, width, 2 * width)?,
+                &in_proj_weight.narrow(0, width, 2 * width)?.contiguous()?,
                 Some(&in_proj_bias.narrow(0, width, 2 * width)?),
                 Activation::Identity,
             )?,
@@ -173,6 +175,11 @@ impl VisionTransformer {
     /// Loads the tower from its tensors under `vb` (e.g. `vb.pp("vision_model")` for a
     /// `SiglipModel`, `vb.pp("model.vision_model")` for Idefics3); the pooling head only
     /// when `config.use_head`.
+    ///
+    /// The tower runs in `vb`'s dtype; with bf16 on the CPU the weights of its products
+    /// are packed bf16 and the activations stay f32 (see
+    /// [`crate::models::kernels::activation_dtype`]): pixels go in, and states come out, in
+    /// that activation dtype.
     pub fn load(vb: VarBuilder, config: &VisionConfig) -> Result<Self> {
         let width = config.hidden_size;
         let patch = config.patch_size;
@@ -194,10 +201,7 @@ impl VisionTransformer {
         let position_embedding = embeddings
             .pp("position_embedding")
             .get((config.positions(), width), "weight")?
-            .to_dtype(crate::models::kernels::activation_dtype(
-                vb.dtype(),
-                vb.device(),
-            ))?;
+            .to_dtype(activation_dtype(vb.dtype(), vb.device()))?;
         let encoder = Encoder::load(vb.pp("encoder"), &config.encoder_shape())?;
         let post_layernorm =
             LayerNorm::load(vb.pp("post_layernorm"), width, config.layer_norm_eps)?;
