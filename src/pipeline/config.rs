@@ -605,6 +605,37 @@ mod tests {
     }
 
     #[test]
+    fn the_embedders_manifest_sets_selection_defaults_under_the_pipelines_own() {
+        let open = PipelineConfig::load("open")
+            .unwrap()
+            .with_overrides(&[])
+            .unwrap();
+        let manifest = crate::models::store::manifest(&open.embed.model).unwrap();
+        let table = manifest.select.as_ref().unwrap();
+        let expected = table["sensitivity"].as_float().unwrap() as f32;
+        assert_eq!(open.select.sensitivity, Some(expected));
+        // The document records what ran.
+        assert_eq!(
+            open.to_json()["select"]["sensitivity"]
+                .as_f64()
+                .map(|v| v as f32),
+            Some(expected)
+        );
+        // A pipeline's own value wins.
+        let set = PipelineConfig::load("open")
+            .unwrap()
+            .with_overrides(&[set("select.sensitivity=2.5")])
+            .unwrap();
+        assert_eq!(set.select.sensitivity, Some(2.5));
+        // An embedder without a table leaves the setting to the detector's default.
+        let default = PipelineConfig::load("default")
+            .unwrap()
+            .with_overrides(&[])
+            .unwrap();
+        assert_eq!(default.select.sensitivity, None);
+    }
+
+    #[test]
     fn a_typo_names_the_key_and_the_file() {
         let text = "[caption]\nmax_tokns = 12\n";
         let error = PipelineConfig::parse(text, Path::new("my.toml"), Path::new("."))
