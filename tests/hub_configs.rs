@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use keyscribe::models::preprocess::Interpolation;
 use keyscribe::models::siglip::read_config;
-use keyscribe::models::smolvlm::processor::{Filter, ImageProcessorConfig};
+use keyscribe::models::smolvlm::processor::ImageProcessorConfig;
 use keyscribe::models::store::manifest;
 
 fn hub_configs(repo: &str) -> PathBuf {
@@ -71,7 +72,7 @@ fn smolvlm_256ms_own_processor_files_split_into_512_tiles() {
     let config = ImageProcessorConfig::from_dir(&dir, 1).unwrap();
     assert!(config.resize && config.splitting);
     assert_eq!((config.longest_edge, config.tile), (2048, 512));
-    assert_eq!(config.filter, Filter::Lanczos);
+    assert_eq!(config.filter, Interpolation::Lanczos);
     assert_eq!(config.image_seq_len, 64);
     assert_eq!((config.mean, config.std), ([0.5; 3], [0.5; 3]));
 }

@@ -231,7 +231,14 @@ fn frames_at_the_input_size_skip_the_resize() {
     let (width, height) = model.input_size();
     let stretched: Vec<RgbImage> = pictures
         .iter()
-        .map(|image| preprocess::resize_torchvision_bilinear(image, width, height))
+        .map(|image| {
+            preprocess::resize_torchvision(
+                image,
+                width,
+                height,
+                preprocess::Interpolation::Bilinear,
+            )
+        })
         .collect();
     let fast = model.embed_resized(&stretched).unwrap();
     let full = model.embed_images(&pictures).unwrap();

@@ -23,19 +23,40 @@ pub enum Interpolation {
     Bilinear,
     /// Keys cubic with a = -0.5 (support 2).
     Bicubic,
+    /// Lanczos-3, a windowed sinc (support 3).
+    Lanczos,
 }
 
 impl Interpolation {
+    /// The filter PIL's resampling number (`resample` in a `preprocessor_config.json`)
+    /// names; `None` for nearest, box and Hamming, which no model here uses.
+    pub fn from_pil(resample: u64) -> Option<Self> {
+        match resample {
+            1 => Some(Self::Lanczos),
+            2 => Some(Self::Bilinear),
+            3 => Some(Self::Bicubic),
+            _ => None,
+        }
+    }
+
     fn support(self) -> f64 {
         match self {
             Self::Bilinear => 1.0,
             Self::Bicubic => 2.0,
+            Self::Lanczos => 3.0,
         }
     }
 
     fn weight(self, x: f64) -> f64 {
         let x = x.abs();
         match self {
+            Self::Lanczos => {
+                if x < 3.0 {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
+            }
             Self::Bilinear => {
                 if x < 1.0 {
                     1.0 - x
@@ -55,6 +76,15 @@ impl Interpolation {
             }
         }
     }
+}
+
+/// sin(pi x) / (pi x).
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        return 1.0;
+    }
+    let x = x * std::f64::consts::PI;
+    x.sin() / x
 }
 
 /// Bits of fractional precision of PIL's 8-bit resampling coefficients.
@@ -156,16 +186,21 @@ pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Interpolation) 
     )
 }
 
-/// Resizes like torchvision's `resize(tensor, [height, width], BILINEAR, antialias=True)` on
-/// a uint8 image tensor, bit for bit: transformers' default ("fast", torchvision) image
-/// processors resize this way. PIL's algorithm with int16 weights of fewer fractional bits,
-/// so about one pixel in ten differs from [`resize`] by one level.
-pub fn resize_torchvision_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+/// Resizes like torchvision's `resize(tensor, [height, width], filter, antialias=True)` on a
+/// uint8 image tensor, bit for bit: what transformers' default ("fast", torchvision) image
+/// processors run (bilinear for SigLIP, Lanczos for SmolVLM). PIL's algorithm with int16
+/// weights of fewer fractional bits, so some pixels differ from [`resize`] by a level or more.
+pub fn resize_torchvision(
+    image: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: Interpolation,
+) -> RgbImage {
     resize_canvas(
         &Canvas::whole(image),
         width,
         height,
-        Interpolation::Bilinear,
+        filter,
         FixedPoint::Torch,
     )
 }

@@ -10,7 +10,7 @@
 //! Inputs are prepared as `AutoProcessor` prepares them in transformers 5.24, which picks
 //! the torchvision ("fast") `SiglipImageProcessor` when torchvision is installed (the PIL
 //! one only without it): the image is stretched to `size` (no crop) with torchvision's
-//! antialiased bilinear resize of the uint8 image ([`preprocess::resize_torchvision_bilinear`];
+//! antialiased bilinear resize of the uint8 image ([`preprocess::resize_torchvision`];
 //! SigLIP2's `resample` is 2, bilinear), then `(x / 255 - mean) / std`; texts go through
 //! [`tokenizer::GemmaTokenizer`].
 //!
@@ -372,8 +372,11 @@ impl Siglip {
             .par_iter()
             .map(|image| {
                 crate::picture::check_size(image.width(), image.height())?;
-                Ok(preprocess::resize_torchvision_bilinear(
-                    image, width, height,
+                Ok(preprocess::resize_torchvision(
+                    image,
+                    width,
+                    height,
+                    preprocess::Interpolation::Bilinear,
                 ))
             })
             .collect::<Result<_, ModelError>>()?;

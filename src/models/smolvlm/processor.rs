@@ -6,7 +6,7 @@
 //! and resizes them with `torch.nn.functional.interpolate(..., antialias=True)`, whose 8-bit
 //! path differs from PIL: its fixed-point weights are 16-bit with a precision chosen per
 //! resize from the largest weight, not PIL's fixed 22 bits. For SmolVLM's LANCZOS that moves
-//! pixels by up to a few levels, so [`resize`] reproduces torch's path, not PIL's.
+//! pixels by up to a few levels, so [`resize_torchvision`] reproduces torch's path, not PIL's.
 //!
 //! An image is resized so its longest edge is `size.longest_edge` (2048 for SmolVLM), then
 //! either split into `max_image_size` tiles (512) read row by row plus the whole image resized
@@ -22,6 +22,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde_json::Value;
 
+use super::super::preprocess::{resize_torchvision, Interpolation};
 use super::super::{read_json, ModelError};
 
 /// The placeholder a user's turn holds for the image, and the image feature token.
@@ -37,198 +38,6 @@ pub const BEGIN: &str = "<|im_start|>";
 /// transformers' cap on either side after the first resize (`MAX_IMAGE_SIZE`).
 const MAX_IMAGE_SIZE: u32 = 4096;
 
-/// A resampling filter of torch's antialiased 8-bit resize, by PIL's number (`resample`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
-    /// PIL's 1: Lanczos-3 (SmolVLM's).
-    Lanczos,
-    /// PIL's 2: triangle.
-    Bilinear,
-    /// PIL's 3: Keys cubic, a = -0.5.
-    Bicubic,
-}
-
-impl Filter {
-    /// The filter PIL's resampling number names; `None` for those torch has no 8-bit
-    /// antialiased path for.
-    pub fn from_pil(resample: u64) -> Option<Self> {
-        match resample {
-            1 => Some(Self::Lanczos),
-            2 => Some(Self::Bilinear),
-            3 => Some(Self::Bicubic),
-            _ => None,
-        }
-    }
-
-    /// Half the filter's width, in input pixels when upsampling.
-    fn support(self) -> f64 {
-        match self {
-            Self::Lanczos => 3.0,
-            Self::Bilinear => 1.0,
-            Self::Bicubic => 2.0,
-        }
-    }
-
-    fn weight(self, x: f64) -> f64 {
-        let x = x.abs();
-        match self {
-            Self::Lanczos => {
-                if x < 3.0 {
-                    sinc(x) * sinc(x / 3.0)
-                } else {
-                    0.0
-                }
-            }
-            Self::Bilinear => {
-                if x < 1.0 {
-                    1.0 - x
-                } else {
-                    0.0
-                }
-            }
-            Self::Bicubic => {
-                const A: f64 = -0.5;
-                if x < 1.0 {
-                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-                } else if x < 2.0 {
-                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-}
-
-fn sinc(x: f64) -> f64 {
-    if x == 0.0 {
-        return 1.0;
-    }
-    let x = x * std::f64::consts::PI;
-    x.sin() / x
-}
-
-/// The taps of one axis of a resize: per output position the first input index and 16-bit
-/// weights, with the weights' fixed-point precision.
-struct Taps {
-    starts: Vec<usize>,
-    weights: Vec<Vec<i32>>,
-    precision: u32,
-}
-
-impl Taps {
-    /// torch's `_compute_index_ranges_int16_weights` with antialiasing: weights in f64,
-    /// normalised per output, then scaled by the largest power of two that keeps the largest
-    /// weight below 2^15 and rounded half away from zero.
-    fn new(input: usize, output: usize, filter: Filter) -> Self {
-        let scale = input as f64 / output as f64;
-        let support = if scale >= 1.0 {
-            filter.support() * scale
-        } else {
-            filter.support()
-        };
-        let max_taps = support.ceil() as usize * 2 + 1;
-        let inverse = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
-        let mut starts = Vec::with_capacity(output);
-        let mut float_weights = Vec::with_capacity(output);
-        let mut largest = 0f64;
-        for i in 0..output {
-            let center = scale * (i as f64 + 0.5);
-            let start = ((center - support + 0.5) as i64).max(0) as usize;
-            let end = ((center + support + 0.5) as i64).min(input as i64) as usize;
-            let count = end.saturating_sub(start).min(max_taps);
-            let mut weights: Vec<f64> = (0..count)
-                .map(|j| filter.weight((j as f64 + start as f64 - center + 0.5) * inverse))
-                .collect();
-            let total: f64 = weights.iter().fold(0.0, |sum, w| sum + w);
-            if total != 0.0 {
-                for weight in &mut weights {
-                    *weight /= total;
-                    largest = largest.max(*weight);
-                }
-            }
-            starts.push(start);
-            float_weights.push(weights);
-        }
-        let mut precision = 0;
-        while precision < 22 {
-            let next = (0.5 + largest * f64::from(1u32 << (precision + 1))) as i64;
-            if next >= 1 << 15 {
-                break;
-            }
-            precision += 1;
-        }
-        let factor = f64::from(1u32 << precision);
-        let weights = float_weights
-            .into_iter()
-            .map(|weights| {
-                weights
-                    .into_iter()
-                    .map(|w| {
-                        let v = w * factor;
-                        (if v < 0.0 { -0.5 + v } else { 0.5 + v }) as i16 as i32
-                    })
-                    .collect()
-            })
-            .collect();
-        Self {
-            starts,
-            weights,
-            precision,
-        }
-    }
-
-    /// One output value from the input values at `start + j * stride`.
-    #[inline]
-    fn apply(&self, index: usize, values: &[u8], offset: usize, stride: usize) -> u8 {
-        let start = offset + self.starts[index] * stride;
-        let mut sum: i32 = 1 << (self.precision - 1);
-        for (j, weight) in self.weights[index].iter().enumerate() {
-            sum += weight * i32::from(values[start + j * stride]);
-        }
-        (sum >> self.precision).clamp(0, 255) as u8
-    }
-}
-
-/// Resizes an RGB image as torch's antialiased 8-bit `interpolate` does (what torchvision's
-/// `resize` runs on a uint8 tensor on the CPU), bit for bit: a horizontal pass, then a
-/// vertical one, each only when that side changes, with an 8-bit image between.
-pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
-    let (in_width, in_height) = (image.width() as usize, image.height() as usize);
-    let (width, height) = (width as usize, height as usize);
-    let mut current = image.as_raw().clone();
-    let mut current_width = in_width;
-    if width != in_width {
-        let taps = Taps::new(in_width, width, filter);
-        let mut out = vec![0u8; width * in_height * 3];
-        out.par_chunks_mut(width * 3)
-            .enumerate()
-            .for_each(|(y, row)| {
-                let line = y * in_width * 3;
-                for x in 0..width {
-                    for c in 0..3 {
-                        row[x * 3 + c] = taps.apply(x, &current, line + c, 3);
-                    }
-                }
-            });
-        current = out;
-        current_width = width;
-    }
-    if height != in_height {
-        let taps = Taps::new(in_height, height, filter);
-        let stride = current_width * 3;
-        let mut out = vec![0u8; height * stride];
-        out.par_chunks_mut(stride).enumerate().for_each(|(y, row)| {
-            for (i, value) in row.iter_mut().enumerate() {
-                *value = taps.apply(y, &current, i, stride);
-            }
-        });
-        current = out;
-    }
-    RgbImage::from_raw(width as u32, height as u32, current)
-        .expect("the buffer holds width x height pixels")
-}
-
 /// The image processor's settings, from `preprocessor_config.json` (or the `image_processor`
 /// of `processor_config.json`) and `processor_config.json`'s `image_seq_len`.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +51,7 @@ pub struct ImageProcessorConfig {
     /// Whether images are split into tiles (`do_image_splitting`).
     pub splitting: bool,
     /// The resampling filter (`resample`).
-    pub filter: Filter,
+    pub filter: Interpolation,
     /// Per-channel mean (`image_mean`, on the 0-1 scale).
     pub mean: [f32; 3],
     /// Per-channel standard deviation (`image_std`, on the 0-1 scale).
@@ -315,7 +124,7 @@ impl ImageProcessorConfig {
             }
         };
         let resample = config.get("resample").and_then(Value::as_u64).unwrap_or(1);
-        let filter = Filter::from_pil(resample).ok_or_else(|| {
+        let filter = Interpolation::from_pil(resample).ok_or_else(|| {
             bad(format!(
                 "`resample` {resample} is not one keyscribe reproduces (1 LANCZOS, 2 BILINEAR, 3 BICUBIC)"
             ))
@@ -453,7 +262,7 @@ impl ImageProcessorConfig {
             if (width, height) == image.dimensions() {
                 image.clone()
             } else {
-                resize(image, width, height, self.filter)
+                resize_torchvision(image, width, height, self.filter)
             }
         };
         let base = if self.resize {
@@ -593,7 +402,7 @@ mod tests {
             longest_edge: 256,
             tile: 64,
             splitting: true,
-            filter: Filter::Lanczos,
+            filter: Interpolation::Lanczos,
             mean: [0.5; 3],
             std: [0.5; 3],
             rescale_factor: 1.0 / 255.0,
@@ -626,9 +435,9 @@ mod tests {
     #[test]
     fn resizing_to_the_same_size_per_axis_keeps_values() {
         let image = RgbImage::from_fn(7, 5, |x, y| image::Rgb([(x * 30) as u8, (y * 50) as u8, 9]));
-        let wide = resize(&image, 14, 5, Filter::Lanczos);
+        let wide = resize_torchvision(&image, 14, 5, Interpolation::Lanczos);
         assert_eq!(wide.dimensions(), (14, 5));
-        let back = resize(&image, 7, 5, Filter::Lanczos);
+        let back = resize_torchvision(&image, 7, 5, Interpolation::Lanczos);
         assert_eq!(back, image);
     }
 }
