@@ -626,6 +626,8 @@ impl FastVlm {
         let start = Instant::now();
         let features = self.image_features(&self.preprocess(image)?)?;
         let vision = start.elapsed();
+        // A placeholder typed in the instruction is text here, not a second image.
+        let instruction = instruction.replace(IMAGE_PLACEHOLDER, "<img>");
         let prompt = chat_prompt(None, &format!("{IMAGE_PLACEHOLDER}\n{instruction}"));
         let embeds = self.prompt_embeddings(&prompt, Some(&features))?;
         let mut generation = generate(

@@ -328,6 +328,27 @@ mod tests {
         assert!(error.contains("not a captioner"), "{error}");
     }
 
+    #[test]
+    fn an_image_placeholder_typed_in_the_instruction_is_text_for_every_captioner() {
+        let image = RgbImage::from_pixel(40, 30, image::Rgb([90, 160, 20]));
+        let settings = GenerationSettings::greedy(4);
+        for fixture_name in ["fastvlm-tiny-hf", "smolvlm-tiny"] {
+            let captioner = load_captioner(
+                &fixture(fixture_name),
+                CaptionerOptions::f32(),
+                &Device::Cpu,
+            )
+            .unwrap();
+            let typed = captioner
+                .describe(&image, "What is <image>?", &settings, &mut |_| {})
+                .unwrap_or_else(|error| panic!("{fixture_name}: {error}"));
+            let spelled = captioner
+                .describe(&image, "What is <img>?", &settings, &mut |_| {})
+                .unwrap();
+            assert_eq!(typed.token_ids, spelled.token_ids, "{fixture_name}");
+        }
+    }
+
     /// `models` is the bottom layer: no file in it names a stage, the pipeline or the CLI.
     #[test]
     fn models_depend_on_nothing_above_them() {
