@@ -236,7 +236,7 @@ fn bytes_under(dir: &Path) -> Result<u64, CacheError> {
 }
 
 /// JSON with object keys sorted at every level, so equal settings hash equally.
-fn canonical_json(value: &serde_json::Value) -> String {
+pub(crate) fn canonical_json(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

@@ -9,6 +9,7 @@
 pub mod allocator;
 pub mod analysis;
 pub mod atomic;
+pub mod batch;
 pub mod cache;
 pub mod caption;
 pub mod embed;

@@ -1,9 +1,12 @@
-//! `keyscribe index DIR`: analyse every video in a folder into a searchable library.
+//! `keyscribe index DIR`: analyse every video in a folder into a searchable library; and
+//! `keyscribe index --from-parquet DIR --out LIBRARY`: a library from the tables of
+//! `keyscribe batch`, without decoding any video.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use keyscribe::batch::library::index_tables;
 use keyscribe::pipeline::{index_folder, StopSignal};
 
 use super::args::{ModelArgs, PipelineArgs};
@@ -16,7 +19,23 @@ use super::terminal::printable;
 pub struct IndexArgs {
     /// The folder of videos (searched recursively). Analyses and the index go to
     /// DIR/keyscribe-library/; videos already analysed with the same settings are skipped.
-    dir: PathBuf,
+    #[arg(
+        required_unless_present = "from_parquet",
+        conflicts_with = "from_parquet"
+    )]
+    dir: Option<PathBuf>,
+    /// Build the library from the frame and keyframe tables that `keyscribe batch` wrote in
+    /// this folder instead (no video is decoded); needs --out.
+    #[arg(long, value_name = "DIR", requires = "out")]
+    from_parquet: Option<PathBuf>,
+    /// Where the library from --from-parquet goes: a folder of index files and
+    /// library.json, searched with `keyscribe search LIBRARY "query"`.
+    #[arg(long, value_name = "LIBRARY", requires = "from_parquet")]
+    out: Option<PathBuf>,
+    /// With --from-parquet: the most frames one index file holds before the next is
+    /// started (a video is never split); `search` fans a query out over the files.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    max_frames_per_index: usize,
     #[command(flatten)]
     pipeline: PipelineArgs,
     #[command(flatten)]
@@ -29,17 +48,18 @@ pub struct IndexArgs {
 /// Analyses the folder and reports what was done: every entry left out or failed on its own
 /// line, then a summary line. Fails (exit 1) when any entry failed; the others are indexed.
 pub fn run(args: IndexArgs) -> anyhow::Result<()> {
-    if !args.dir.is_dir() {
-        anyhow::bail!(
-            "{}: not a directory",
-            printable(&args.dir.display().to_string())
-        );
+    if let (Some(tables), Some(out)) = (&args.from_parquet, &args.out) {
+        return from_parquet(tables, out, args.max_frames_per_index);
+    }
+    let dir = args.dir.clone().unwrap_or_default();
+    if !dir.is_dir() {
+        anyhow::bail!("{}: not a directory", printable(&dir.display().to_string()));
     }
     let config = args.pipeline.load(args.models.captioner.overrides())?;
     let dirs = args.models.dirs();
     let quiet = args.quiet;
     let report = index_folder(
-        &args.dir,
+        &dir,
         &config,
         &dirs,
         &StopSignal::with_interrupt(),
@@ -87,5 +107,38 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
             report.failed.len()
         );
     }
+    Ok(())
+}
+
+/// Builds a library from batch tables and reports its size.
+fn from_parquet(tables: &Path, out: &Path, max_frames_per_index: usize) -> anyhow::Result<()> {
+    if !tables.is_dir() {
+        anyhow::bail!(
+            "{}: not a directory",
+            printable(&tables.display().to_string())
+        );
+    }
+    let started = std::time::Instant::now();
+    let report = index_tables(
+        tables,
+        out,
+        max_frames_per_index,
+        &StopSignal::with_interrupt(),
+    )
+    .map_err(super::batch::into_anyhow)?;
+    for video in &report.repeated {
+        print::note(format_args!(
+            "keyscribe: {} is in more than one frame table; indexed once",
+            printable(video)
+        ));
+    }
+    print::note(format_args!(
+        "{} videos, {} frames in {} index files in {:.1} s; library: {}",
+        report.videos(),
+        report.frames(),
+        report.record.indexes.len(),
+        started.elapsed().as_secs_f64(),
+        printable(&out.display().to_string())
+    ));
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod analysis_input;
 mod args;
+mod batch;
 mod cache;
 mod describe;
 mod embed;
@@ -58,8 +59,12 @@ enum Command {
     Keyframes(run::RunArgs),
     /// Find the scenes that match a text in a video, an analysis, or a library.
     Search(search::SearchArgs),
-    /// Analyse every video in a folder into a searchable library (resumable).
+    /// Analyse every video in a folder into a searchable library (resumable), or make a
+    /// library from the tables of `keyscribe batch`.
     Index(index::IndexArgs),
+    /// Analyse one shard of a manifest of videos into Parquet tables (for Ray, Kubernetes
+    /// Indexed Jobs and Slurm arrays); resumable, failures recorded per video.
+    Batch(batch::BatchArgs),
     /// Write a summary paragraph and titled chapters of a video or an analysis with the
     /// captioner's language model, stored in the analysis.
     Summarize(summarize::SummarizeArgs),
@@ -90,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Keyframes(args) => run::run(args, false),
         Command::Search(args) => search::run(args),
         Command::Index(args) => index::run(args),
+        Command::Batch(args) => batch::run(args),
         Command::Summarize(args) => summarize::run(args),
         Command::Describe(args) => describe::run(args),
         Command::Pipelines(args) => pipelines::run(args),

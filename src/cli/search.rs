@@ -7,12 +7,14 @@ use anyhow::bail;
 use clap::Args;
 
 use keyscribe::analysis::Analysis;
+use keyscribe::batch::library::{Library, LIBRARY_FILE};
 use keyscribe::cache::AnalysisCache;
 use keyscribe::pipeline::{
-    cache_key, cached_or_analysed, find_analyses, load_recorded_embedder, open_index, video_sha256,
-    AnalysisRequest, ModelDirs, PipelineConfig, StopSignal, LIBRARY_DIR,
+    cache_key, cached_or_analysed, find_analyses, load_embedder_recorded_in,
+    load_recorded_embedder, open_index, video_sha256, AnalysisRequest, ModelDirs, PipelineConfig,
+    StopSignal, LIBRARY_DIR,
 };
-use keyscribe::search::SearchIndex;
+use keyscribe::search::{search_all, SearchHit, SearchIndex};
 
 use super::args::{ModelArgs, PipelineArgs};
 use super::print;
@@ -21,8 +23,9 @@ use super::terminal::printable;
 /// Arguments of `keyscribe search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// A video (analysed first, or taken from the cache), an analysis document, or a folder
-    /// of analyses (a library made by `keyscribe index`).
+    /// A video (analysed first, or taken from the cache), an analysis document, a folder
+    /// of analyses (a library made by `keyscribe index`), or a library made by `keyscribe
+    /// index --from-parquet` (its index files are searched together).
     target: PathBuf,
     /// What to look for, in words.
     query: String,
@@ -48,22 +51,11 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let config = args.pipeline.load(args.models.captioner.overrides())?;
     let dirs = args.models.dirs();
-    let documents = analyses_for(&args.target, &config, &dirs)?;
-    if documents.is_empty() {
-        bail!(
-            "{}: no analyses found (run `keyscribe index {}` first)",
-            args.target.display(),
-            args.target.display()
-        );
-    }
-    let analyses = documents
-        .iter()
-        .map(|document| Ok((document.clone(), Analysis::load(document)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let embedder = load_recorded_embedder(&analyses, &config, &dirs)?;
-    let index = library_index(&args.target, &documents)?;
-    let query = embedder.embed_texts(&[args.query.as_str()])?.remove(0);
-    let hits = index.search(&query, &args.query, args.top, &config.search)?;
+    let hits = if Library::is_library(&args.target) {
+        library_hits(&args, &config, &dirs)?
+    } else {
+        analyses_hits(&args, &config, &dirs)?
+    };
     if args.json {
         print::json_pretty(&hits)?;
         return Ok(());
@@ -85,6 +77,51 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// The results from a library made from batch tables: the query embedded by the model its
+/// description records, searched in every index file.
+fn library_hits(
+    args: &SearchArgs,
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> anyhow::Result<Vec<SearchHit>> {
+    let library = Library::open(&args.target).map_err(super::batch::into_anyhow)?;
+    let description = args.target.join(LIBRARY_FILE);
+    let embedder =
+        load_embedder_recorded_in(&[(&description, &library.record.embedder)], config, dirs)?;
+    let query = embedder.embed_texts(&[args.query.as_str()])?.remove(0);
+    Ok(search_all(
+        &library.indexes,
+        &query,
+        &args.query,
+        args.top,
+        &config.search,
+    )?)
+}
+
+/// The results from analyses: of a video, a document or a folder.
+fn analyses_hits(
+    args: &SearchArgs,
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> anyhow::Result<Vec<SearchHit>> {
+    let documents = analyses_for(&args.target, config, dirs)?;
+    if documents.is_empty() {
+        bail!(
+            "{}: no analyses found (run `keyscribe index {}` first)",
+            args.target.display(),
+            args.target.display()
+        );
+    }
+    let analyses = documents
+        .iter()
+        .map(|document| Ok((document.clone(), Analysis::load(document)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let embedder = load_recorded_embedder(&analyses, config, dirs)?;
+    let index = library_index(&args.target, &documents)?;
+    let query = embedder.embed_texts(&[args.query.as_str()])?.remove(0);
+    Ok(index.search(&query, &args.query, args.top, &config.search)?)
 }
 
 /// The analysis documents a target stands for.

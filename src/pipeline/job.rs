@@ -129,21 +129,32 @@ pub fn load_recorded_embedder(
     config: &PipelineConfig,
     dirs: &ModelDirs,
 ) -> Result<Box<dyn Embedder>, PipelineError> {
-    let (model, used, located) = match (analyses.first(), &dirs.embedder) {
-        (Some((document, analysis)), None) => {
-            recorded_embedder(document, &analysis.models.embedder, config)?
-        }
+    let records: Vec<(&Path, &ModelRecord)> = analyses
+        .iter()
+        .map(|(document, analysis)| (document.as_path(), &analysis.models.embedder))
+        .collect();
+    load_embedder_recorded_in(&records, config, dirs)
+}
+
+/// As [`load_recorded_embedder`], for embedder records kept in any file (an analysis
+/// document, a library's description): `records` pairs each file with its record.
+pub fn load_embedder_recorded_in(
+    records: &[(&Path, &ModelRecord)],
+    config: &PipelineConfig,
+    dirs: &ModelDirs,
+) -> Result<Box<dyn Embedder>, PipelineError> {
+    let (model, used, located) = match (records.first(), &dirs.embedder) {
+        (Some((document, recorded)), None) => recorded_embedder(document, recorded, config)?,
         _ => {
             let (model, source, located) = load_located_embedder(config, dirs)?;
             let record = source.record(model.name());
             (model, record, located)
         }
     };
-    for (document, analysis) in analyses {
-        let recorded = &analysis.models.embedder;
+    for (document, recorded) in records {
         if !recorded.same_model(&used) {
             return Err(PipelineError::EmbedderMismatch {
-                document: document.clone(),
+                document: document.to_path_buf(),
                 recorded: recorded.to_string(),
                 used: used.to_string(),
             });

@@ -33,7 +33,7 @@ use super::{
     analyse_video, load_models, AnalysisRequest, ModelDirs, Models, PipelineConfig, PipelineError,
     StopSignal,
 };
-use crate::analysis::{Analysis, AnalysisError};
+use crate::analysis::{Analysis, AnalysisError, FrameEmbeddings};
 use crate::search::{IndexBuilder, SceneCaption, SearchIndex, VideoInput};
 use crate::time::MediaTime;
 use crate::video::VideoError;
@@ -433,44 +433,25 @@ pub fn index_folder(
             indexed.push((video.clone(), document));
             continue;
         }
-        // A bug that one file sets off costs that file, not the library (stage threads
-        // treat panics the same way); the panic's own message has been printed.
-        match std::panic::catch_unwind(|| crate::video::probe(video)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                report.failed.push(FileProblem::from_error(video, &error));
-                continue;
-            }
-            Err(_) => {
-                report.failed.push(FileProblem::new(
-                    video,
-                    "internal error while opening the video (a bug, reported above)",
-                ));
-                continue;
-            }
-        }
-        let loaded = match models.take() {
-            Some(loaded) => loaded,
-            None => load_models(config, dirs, captions)?,
-        };
         let request = AnalysisRequest {
             config,
             signal: signal.clone(),
             quiet,
         };
-        match analyse_video(video, sha256, request, loaded, &document) {
-            Ok(output) => {
-                models = Some(output.models);
+        match analyse_in_turn(
+            video,
+            sha256,
+            request,
+            dirs,
+            captions,
+            &mut models,
+            &document,
+        )? {
+            Ok(_) => {
                 report.analysed.push(video.clone());
                 indexed.push((video.clone(), document));
             }
-            // This video's own trouble (the models went with it and are loaded again).
-            Err(
-                error @ (PipelineError::Video(_)
-                | PipelineError::Failed { .. }
-                | PipelineError::StagePanicked { .. }),
-            ) => report.failed.push(FileProblem::from_error(video, &error)),
-            Err(error) => return Err(error),
+            Err(problem) => report.failed.push(problem),
         }
     }
     let library = folder.join(LIBRARY_DIR);
@@ -493,9 +474,54 @@ pub fn index_folder(
     Ok(report)
 }
 
+/// Analyses one video of a series with the models kept between videos in `models` (loaded
+/// at the first video that needs them, and again after a video that lost them) and stores
+/// the analysis at `document`. A video's own trouble (unreadable, damaged, a stage's panic)
+/// is returned as its problem; an error is returned for what stops every video (the
+/// models, Ctrl-C).
+pub fn analyse_in_turn(
+    video: &Path,
+    sha256: String,
+    request: AnalysisRequest<'_>,
+    dirs: &ModelDirs,
+    captions: bool,
+    models: &mut Option<Models>,
+    document: &Path,
+) -> Result<Result<(Analysis, FrameEmbeddings), FileProblem>, PipelineError> {
+    // A bug that one file sets off costs that file, not the series (stage threads treat
+    // panics the same way); the panic's own message has been printed.
+    match std::panic::catch_unwind(|| crate::video::probe(video)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Ok(Err(FileProblem::from_error(video, &error))),
+        Err(_) => {
+            return Ok(Err(FileProblem::new(
+                video,
+                "internal error while opening the video (a bug, reported above)",
+            )))
+        }
+    }
+    let loaded = match models.take() {
+        Some(loaded) => loaded,
+        None => load_models(request.config, dirs, captions)?,
+    };
+    match analyse_video(video, sha256, request, loaded, document) {
+        Ok(output) => {
+            *models = Some(output.models);
+            Ok(Ok((output.analysis, output.frames)))
+        }
+        // This video's own trouble (the models went with it and are loaded again).
+        Err(
+            error @ (PipelineError::Video(_)
+            | PipelineError::Failed { .. }
+            | PipelineError::StagePanicked { .. }),
+        ) => Ok(Err(FileProblem::from_error(video, &error))),
+        Err(error) => Err(error),
+    }
+}
+
 /// The SHA-256 of `video`'s content, opened so that it cannot block (a FIFO put in its
 /// place since the walk is refused, not waited on) and read until done or interrupted.
-fn regular_file_sha256(video: &Path, signal: &StopSignal) -> Result<String, PipelineError> {
+pub fn regular_file_sha256(video: &Path, signal: &StopSignal) -> Result<String, PipelineError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |source| {

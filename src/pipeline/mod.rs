@@ -21,13 +21,13 @@ pub use config::{
 pub use frames::{write_frames, FramesIndex, WrittenFrame};
 pub use job::{
     analyse_video, analyse_video_reporting, cache_key, cached_or_analysed, load_captioner,
-    load_embedder, load_models, load_recorded_embedder, load_summarizer, locate_captioner,
-    locate_embedder, store_analysis, verify_model, video_sha256, AnalysisRequest, ModelDirs,
-    Obtained,
+    load_embedder, load_embedder_recorded_in, load_models, load_recorded_embedder, load_summarizer,
+    locate_captioner, locate_embedder, store_analysis, verify_model, video_sha256, AnalysisRequest,
+    ModelDirs, Obtained,
 };
 pub use library::{
-    find_analyses, find_videos, index_folder, library_document, open_index, FileProblem,
-    FolderScan, IndexReport, INDEX_FILE, LIBRARY_DIR,
+    analyse_in_turn, find_analyses, find_videos, index_folder, library_document, open_index,
+    regular_file_sha256, FileProblem, FolderScan, IndexReport, INDEX_FILE, LIBRARY_DIR,
 };
 pub use progress::Progress;
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
