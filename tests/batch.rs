@@ -151,8 +151,8 @@ fn a_shard_writes_tables_whose_rows_are_the_analyses_and_records_a_damaged_video
     )
     .unwrap();
     let output = batch(dir.path(), &["--manifest", "videos.txt", "--out", "out"]);
-    // One video failed: exit 1, the others complete.
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    // One video failed: exit 3 (the shard finished), the others complete.
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("damaged.mp4: failed"), "{stderr}");
     let out = dir.path().join("out");
@@ -249,7 +249,7 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     .unwrap();
     let args = ["--manifest", "videos.txt", "--out", "out"];
     let first = batch(dir.path(), &args);
-    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first.stderr));
     let out = dir.path().join("out");
     let tables = table_bytes(&out);
     let analyses = out.join("analyses");
@@ -263,7 +263,7 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     let times: Vec<_> = documents.iter().map(|name| modified(name)).collect();
 
     let second = batch(dir.path(), &args);
-    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(second.status.code(), Some(3));
     let stderr = text(&second.stderr);
     assert!(stderr.contains("scenes.mp4: already done"), "{stderr}");
     assert!(stderr.contains("later.mp4: failed before"), "{stderr}");
@@ -285,7 +285,7 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     let marker = failed_marker(&out);
     let recorded = std::fs::read(&marker).unwrap();
     let retried = batch(dir.path(), &[&args[..], &["--retry-failed"]].concat());
-    assert_eq!(retried.status.code(), Some(1));
+    assert_eq!(retried.status.code(), Some(3));
     let stderr = text(&retried.stderr);
     assert!(stderr.contains("later.mp4: failed: "), "{stderr}");
     assert_eq!(std::fs::read(&marker).unwrap(), recorded);
@@ -309,7 +309,7 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     )
     .unwrap();
     let skipped = batch(dir.path(), &flaky);
-    assert_eq!(skipped.status.code(), Some(1));
+    assert_eq!(skipped.status.code(), Some(3));
     assert!(text(&skipped.stderr).contains("flaky.mp4: failed before"));
     let retried = batch(dir.path(), &[&flaky[..], &["--retry-failed"]].concat());
     assert_ok(&retried);

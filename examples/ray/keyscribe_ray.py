@@ -35,9 +35,10 @@ def run_shard(keyscribe, manifest, out, index, count, extra):
         *extra,
     ]
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Exit 1 with a summary: the shard finished and some videos failed (recorded in
-    # _failed/). Anything else (a signal, no summary) is the process's own death.
-    if done.returncode in (0, 1) and done.stdout.strip():
+    # Exit 3: the shard finished and some videos failed (recorded in _failed/). Anything
+    # else (1: the models or the output could not be used; a signal) is the process's own
+    # trouble, and Ray retries it.
+    if done.returncode in (0, 3):
         return json.loads(done.stdout)
     raise ShardProcessDied(
         f"shard {index} of {count}: keyscribe exited with {done.returncode}: "

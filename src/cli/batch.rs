@@ -78,8 +78,9 @@ struct FailureRecord<'a> {
     error: &'a str,
 }
 
-/// Runs the shard, prints one line per video and a summary; fails (exit 1) when any video
-/// of the shard failed, now or before.
+/// Runs the shard, prints one line per video and a summary; exits with 3 when the shard
+/// finished but any of its videos failed, now or before (1 is left for errors that stop
+/// the shard: bad arguments, the models, the output directory).
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let mut overrides = args.caption.overrides();
     overrides.extend(args.selection.overrides()?);
@@ -132,15 +133,32 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         printable(&report.frames.display().to_string()),
     ));
     if !report.failed.is_empty() {
-        anyhow::bail!(
-            "{} of the shard's {} videos failed (listed above and in {}/_failed/); run again \
-             with --retry-failed to try them again",
-            report.failed.len(),
-            report.videos,
-            printable(&args.out.display().to_string())
-        );
+        return Err(VideosFailed {
+            failed: report.failed.len(),
+            videos: report.videos,
+            out: printable(&args.out.display().to_string()).into_owned(),
+        }
+        .into());
     }
     Ok(())
+}
+
+/// The shard finished, but some of its videos failed (exit code
+/// [`VideosFailed::EXIT_CODE`], so that an engine can tell it from a worker that died).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{failed} of the shard's {videos} videos failed (listed above and in {out}/_failed/); run \
+     again with --retry-failed to try them again"
+)]
+pub struct VideosFailed {
+    failed: usize,
+    videos: usize,
+    out: String,
+}
+
+impl VideosFailed {
+    /// The exit code of a finished shard with failed videos.
+    pub const EXIT_CODE: u8 = 3;
 }
 
 /// One line per video: failures always, the rest unless quiet.

@@ -81,7 +81,8 @@ enum Command {
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success (also when the
-/// reader of stdout closed it early), 1 failure, 2 bad usage (clap), 130 interrupted.
+/// reader of stdout closed it early), 1 failure, 2 bad usage (clap), 3 a batch shard that
+/// finished with failed videos, 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -118,6 +119,10 @@ fn print_error(error: &anyhow::Error) -> ExitCode {
     if interrupted {
         print::note("keyscribe: interrupted");
         return ExitCode::from(130);
+    }
+    if error.downcast_ref::<batch::VideosFailed>().is_some() {
+        print::note(format_args!("keyscribe: {error}"));
+        return ExitCode::from(batch::VideosFailed::EXIT_CODE);
     }
     print::note(format_args!("keyscribe: error: {}", one_line(error)));
     ExitCode::FAILURE

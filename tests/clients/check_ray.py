@@ -110,7 +110,7 @@ def main():
         failed = [json.loads(m.read_text()) for m in (out / "_failed").glob("*.json")]
         failed_paths = sorted(record["path"] for record in failed)
         assert sorted(f["path"] for f in summary["failed"]) == failed_paths, (summary, failed)
-        assert code == (1 if failed else 0), code
+        assert code == (1 if failed else 0), code  # the driver: 1 when any video failed
 
         parts = sorted(out.glob("part-*-of-*.parquet"))
         frames = sorted(out.glob("frames-*.parquet"))
