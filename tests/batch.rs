@@ -268,7 +268,7 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     assert!(stderr.contains("scenes.mp4: already done"), "{stderr}");
     assert!(stderr.contains("later.mp4: failed before"), "{stderr}");
     assert!(
-        stderr.contains("0 analysed, 1 already done, 1 failed"),
+        stderr.contains("0 analysed, 1 already done, 0 from the cache, 1 failed"),
         "{stderr}"
     );
     assert_eq!(table_bytes(&out), tables);
@@ -313,7 +313,9 @@ fn a_rerun_does_no_work_and_writes_the_same_bytes_and_retry_failed_tries_again()
     assert!(text(&skipped.stderr).contains("flaky.mp4: failed before"));
     let retried = batch(dir.path(), &[&flaky[..], &["--retry-failed"]].concat());
     assert_ok(&retried);
-    assert!(text(&retried.stderr).contains("1 analysed, 0 already done, 0 failed"));
+    assert!(
+        text(&retried.stderr).contains("1 analysed, 0 already done, 0 from the cache, 0 failed")
+    );
     assert!(names_in(&flaky_out.join("_failed")).is_empty());
     let (_, frames) = read_table(&flaky_out.join("frames-00000.parquet"));
     let videos: BTreeSet<_> = texts(&frames, "video_path").into_iter().flatten().collect();
@@ -547,4 +549,43 @@ fn a_table_that_keyscribe_did_not_write_is_refused_by_name() {
         "{stderr}"
     );
     assert!(!dir.path().join("library/library.json").exists());
+}
+
+#[test]
+fn a_video_run_analysed_with_the_same_settings_comes_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    videos_in(dir.path(), &["scenes.mp4"]);
+    let (embedder, captioner) = (tiny_embedder(), tiny_captioner());
+    let run = keyscribe_in(
+        dir.path(),
+        &[
+            "run",
+            "scenes.mp4",
+            "-o",
+            "scenes.analysis.json",
+            "--embedder",
+            arg(&embedder),
+            "--captioner",
+            arg(&captioner),
+            "--max-tokens",
+            "4",
+        ],
+        None,
+    );
+    assert_ok(&run);
+    let output = batch(dir.path(), &["--manifest", "videos.txt", "--out", "out"]);
+    assert_ok(&output);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("scenes.mp4: taken from the analysis cache"),
+        "{stderr}"
+    );
+    let analysis = Analysis::load(&dir.path().join("scenes.analysis.json")).unwrap();
+    let (_, keyframes) = read_table(&dir.path().join("out/part-00000-of-00001.parquet"));
+    let captions: Vec<Option<String>> = analysis
+        .keyframes
+        .iter()
+        .map(|keyframe| keyframe.caption.clone())
+        .collect();
+    assert_eq!(texts(&keyframes, "caption"), captions);
 }

@@ -75,7 +75,7 @@ def main():
     failed = [failure for summary in summaries for failure in summary["failed"]]
     total = {
         key: sum(summary[key] for summary in summaries)
-        for key in ("videos", "analysed", "already_done", "keyframe_rows", "frame_rows")
+        for key in ("videos", "analysed", "already_done", "from_cache", "keyframe_rows", "frame_rows")
     }
     total["video_hours"] = sum(summary["video_hours"] for summary in summaries)
     total["failed"] = failed

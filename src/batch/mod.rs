@@ -9,6 +9,8 @@
 //! path when the file cannot be read) and the shard goes on. At the end the shard's tables
 //! are written from every finished video of the shard ([`tables`]), atomically. A retried or
 //! repeated shard skips finished videos and writes the same tables again, byte for byte.
+//! A video this machine's analysis cache holds (analysed by `run` with the same settings)
+//! is taken from there instead of being analysed again.
 
 pub mod library;
 pub mod manifest;
@@ -23,9 +25,10 @@ use thiserror::Error;
 
 use crate::analysis::{Analysis, FrameEmbeddings};
 use crate::atomic;
+use crate::cache::AnalysisCache;
 use crate::pipeline::{
-    analyse_in_turn, load_embedder, regular_file_sha256, AnalysisRequest, ModelDirs, Models,
-    PipelineConfig, PipelineError, StopSignal,
+    analyse_in_turn, cache_key, load_embedder, regular_file_sha256, AnalysisRequest, ModelDirs,
+    Models, PipelineConfig, PipelineError, StopSignal,
 };
 use manifest::{Manifest, Shard};
 use tables::VideoRows;
@@ -145,6 +148,9 @@ pub struct BatchJob<'a> {
 pub enum VideoOutcome {
     /// Analysed now.
     Analysed,
+    /// Found in this machine's analysis cache (made by `run`, `index` or `search` with the
+    /// same settings) and stored with the batch's analyses: nothing was decoded.
+    FromCache,
     /// Finished by an earlier run with the same settings: nothing was done.
     AlreadyDone,
     /// Could not be analysed now.
@@ -186,6 +192,8 @@ pub struct ShardReport {
     pub analysed: usize,
     /// Videos finished by earlier runs.
     pub already_done: usize,
+    /// Videos taken from this machine's analysis cache.
+    pub from_cache: usize,
     /// Videos that failed, now or before, with their errors.
     pub failed: Vec<(String, String)>,
     /// The keyframe table and its rows.
@@ -239,11 +247,13 @@ pub fn run_shard(
         job.signal.check()?;
         let outcome = match outputs.video(job, path, &settings, &mut models)? {
             Ok((outcome, analysis, frames)) => {
-                if outcome == VideoOutcome::Analysed {
-                    report.analysed += 1;
-                    report.video_seconds += analysis.video.duration_s;
-                } else {
-                    report.already_done += 1;
+                match outcome {
+                    VideoOutcome::Analysed => {
+                        report.analysed += 1;
+                        report.video_seconds += analysis.video.duration_s;
+                    }
+                    VideoOutcome::FromCache => report.from_cache += 1,
+                    _ => report.already_done += 1,
                 }
                 finished.push((path, analysis, frames));
                 outcome
@@ -362,6 +372,10 @@ impl OutputDir {
             }
         }
         let document = self.analysis_path(&sha256);
+        if let Some((analysis, frames)) = self.from_cache(job, path, &sha256, &document) {
+            self.finish(path, &sha256, settings, &analysis, &frames)?;
+            return Ok(Ok((VideoOutcome::FromCache, analysis, frames)));
+        }
         let request = AnalysisRequest {
             config: job.config,
             signal: job.signal.clone(),
@@ -378,21 +392,53 @@ impl OutputDir {
             &document,
         )? {
             Ok((analysis, frames)) => {
-                let marker = DoneMarker {
-                    path: path.to_string(),
-                    video_sha256: sha256.clone(),
-                    settings_sha256: settings.to_string(),
-                    duration_s: analysis.video.duration_s,
-                    keyframes: analysis.keyframes.len(),
-                    frames: frames.len(),
-                    analysis: format!("{ANALYSES_DIR}/{sha256}.analysis.json"),
-                };
-                write_json(&self.done_path(&sha256), &marker)?;
-                let _ = std::fs::remove_file(&failed_marker);
+                self.finish(path, &sha256, settings, &analysis, &frames)?;
                 Ok(Ok((VideoOutcome::Analysed, analysis, frames)))
             }
             Err(problem) => self.fail(path, Some(sha256), problem.message),
         }
+    }
+
+    /// Writes the completion marker of a video whose analysis is stored, and removes any
+    /// record of an earlier failure.
+    fn finish(
+        &self,
+        path: &str,
+        sha256: &str,
+        settings: &str,
+        analysis: &Analysis,
+        frames: &FrameEmbeddings,
+    ) -> Result<(), BatchError> {
+        let marker = DoneMarker {
+            path: path.to_string(),
+            video_sha256: sha256.to_string(),
+            settings_sha256: settings.to_string(),
+            duration_s: analysis.video.duration_s,
+            keyframes: analysis.keyframes.len(),
+            frames: frames.len(),
+            analysis: format!("{ANALYSES_DIR}/{sha256}.analysis.json"),
+        };
+        write_json(&self.done_path(sha256), &marker)?;
+        let _ = std::fs::remove_file(self.failed_path(sha256));
+        Ok(())
+    }
+
+    /// The analysis of this content with these settings from this machine's analysis
+    /// cache, stored at `document` under the manifest's name for the video.
+    fn from_cache(
+        &self,
+        job: &BatchJob<'_>,
+        path: &str,
+        sha256: &str,
+        document: &Path,
+    ) -> Option<(Analysis, FrameEmbeddings)> {
+        let key = cache_key(sha256, job.config, job.config.caption.enabled);
+        let cached = AnalysisCache::from_env().lookup(&key)?;
+        let mut analysis = Analysis::load(&cached).ok()?;
+        let frames = analysis.load_frames(&cached).ok()?;
+        analysis.video.path = path.to_string();
+        analysis.save_with_frames(&frames, document).ok()?;
+        Some((analysis, frames))
     }
 
     /// The analysis of a video finished with these settings, when its marker and its

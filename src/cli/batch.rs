@@ -62,6 +62,7 @@ struct SummaryRecord<'a> {
     videos: usize,
     analysed: usize,
     already_done: usize,
+    from_cache: usize,
     failed: Vec<FailureRecord<'a>>,
     part: String,
     keyframe_rows: usize,
@@ -123,9 +124,11 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         print::json_pretty(&summary_record(&report, shard))?;
     }
     print::note(format_args!(
-        "{} analysed, {} already done, {} failed; {} keyframes in {}, {} frames in {}",
+        "{} analysed, {} already done, {} from the cache, {} failed; {} keyframes in {}, {} \
+         frames in {}",
         report.analysed,
         report.already_done,
+        report.from_cache,
         report.failed.len(),
         report.keyframe_rows,
         printable(&report.part.display().to_string()),
@@ -166,6 +169,7 @@ fn show_progress(progress: &ShardProgress<'_>, quiet: bool) {
     let status = match progress.outcome {
         VideoOutcome::Analysed => "analysed".to_string(),
         VideoOutcome::AlreadyDone => "already done".to_string(),
+        VideoOutcome::FromCache => "taken from the analysis cache".to_string(),
         VideoOutcome::Failed(error) => format!("failed: {error}"),
         VideoOutcome::FailedBefore(error) => {
             format!("failed before (not retried without --retry-failed): {error}")
@@ -198,6 +202,7 @@ fn summary_record(report: &ShardReport, shard: Shard) -> SummaryRecord<'_> {
         videos: report.videos,
         analysed: report.analysed,
         already_done: report.already_done,
+        from_cache: report.from_cache,
         failed: report
             .failed
             .iter()
