@@ -284,13 +284,4 @@ impl Library {
         }
         Ok(Library { record, indexes })
     }
-
-    /// The index files' paths.
-    pub fn files(&self, dir: &Path) -> Vec<PathBuf> {
-        self.record
-            .indexes
-            .iter()
-            .map(|index| dir.join(&index.file))
-            .collect()
-    }
 }

@@ -372,7 +372,7 @@ impl OutputDir {
             }
         }
         let document = self.analysis_path(&sha256);
-        if let Some((analysis, frames)) = self.from_cache(job, path, &sha256, &document) {
+        if let Some((analysis, frames)) = self.cached_analysis(job, path, &sha256, &document) {
             self.finish(path, &sha256, settings, &analysis, &frames)?;
             return Ok(Ok((VideoOutcome::FromCache, analysis, frames)));
         }
@@ -425,7 +425,7 @@ impl OutputDir {
 
     /// The analysis of this content with these settings from this machine's analysis
     /// cache, stored at `document` under the manifest's name for the video.
-    fn from_cache(
+    fn cached_analysis(
         &self,
         job: &BatchJob<'_>,
         path: &str,
