@@ -6,7 +6,7 @@
 //! search LIBRARY` fans a query out over the index files and merges their best results.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
