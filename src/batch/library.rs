@@ -92,12 +92,7 @@ pub fn index_tables(
             problem: "holds no frames-*.parquet tables (made by `keyscribe batch`)".to_string(),
         });
     }
-    let mut scenes: HashMap<String, Vec<SceneCaption>> = HashMap::new();
-    for table in tables::tables_in(tables_dir, "part")? {
-        for (video, video_scenes) in tables::read_scenes(&table)? {
-            scenes.entry(video).or_insert(video_scenes);
-        }
-    }
+    let part_tables = tables::tables_in(tables_dir, "part")?;
     std::fs::create_dir_all(out).map_err(|source| BatchError::Write {
         path: out.to_path_buf(),
         source,
@@ -115,6 +110,13 @@ pub fn index_tables(
     let mut dim = 0;
     for table in &frame_tables {
         signal.check()?;
+        // A shard's scenes are in its own keyframe tables: only those are held in memory.
+        let mut scenes: HashMap<String, Vec<SceneCaption>> = HashMap::new();
+        for part in part_tables.iter().filter(|part| same_shard(table, part)) {
+            for (video, video_scenes) in tables::read_scenes(part)? {
+                scenes.entry(video).or_insert(video_scenes);
+            }
+        }
         dim = tables::read_frames(table, &mut |video| {
             signal.check()?;
             let video_scenes = scenes.get(&video.path).map(Vec::as_slice).unwrap_or(&[]);
@@ -142,6 +144,22 @@ pub fn index_tables(
         record,
         repeated: writer.repeated,
     })
+}
+
+/// Whether the keyframe table `part` (`part-NNNNN-of-MMMMM.parquet`) is of the same shard
+/// as the frame table `frames` (`frames-NNNNN.parquet`).
+fn same_shard(frames: &Path, part: &Path) -> bool {
+    let name = |path: &Path| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let frames = name(frames);
+    let shard = frames
+        .strip_prefix("frames-")
+        .and_then(|rest| rest.strip_suffix(".parquet"));
+    shard.is_some_and(|shard| name(part).starts_with(&format!("part-{shard}-of-")))
 }
 
 /// Index files being written one after another.
