@@ -256,6 +256,19 @@ pub struct Outlet<T> {
     dropping: Option<(Receiver<T>, Arc<AtomicU64>)>,
 }
 
+impl<T> Clone for Outlet<T> {
+    /// Another sending end of the same queue, for a second producer.
+    fn clone(&self) -> Self {
+        Outlet {
+            sender: self.sender.clone(),
+            dropping: self
+                .dropping
+                .as_ref()
+                .map(|(oldest, drops)| (oldest.clone(), Arc::clone(drops))),
+        }
+    }
+}
+
 /// A bounded queue of `capacity` items whose sender waits for room.
 pub fn waiting_queue<T>(capacity: usize) -> (Outlet<T>, Receiver<T>) {
     let (sender, receiver) = crossbeam_channel::bounded(capacity);
