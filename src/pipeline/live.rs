@@ -126,7 +126,8 @@ pub struct LiveKeyframe {
     pub caption: Option<String>,
     /// Whether the caption was dropped because the captioner could not keep up.
     pub caption_dropped: bool,
-    /// Seconds from the scene's start to now, when the keyframe is told.
+    /// Seconds from the arrival of the scene's first frame (as it came out of the demuxer)
+    /// to now, when the keyframe is told.
     pub latency_s: f64,
     /// Frames dropped so far in the session before embedding.
     pub dropped_frames: u64,
@@ -148,6 +149,13 @@ pub struct WatchReport {
     pub dropped_captions: u64,
     /// The models, handed back.
     pub models: Models,
+}
+
+/// What travels with a live frame: its picture at native size, for the captioner, and when
+/// it came out of the demuxer.
+struct LivePayload {
+    picture: RgbImage,
+    arrived: MediaTime,
 }
 
 /// The session's clock: time 0 is when the watch started.
@@ -178,6 +186,7 @@ enum LiveItem {
     /// A sampled frame was selected on.
     Frame {
         time: MediaTime,
+        arrived: MediaTime,
         embedding: Vec<f32>,
         change: f32,
     },
@@ -238,10 +247,7 @@ pub fn watch(
             .map(|(model, source)| source.record(model.name())),
     };
     let (captioner, captioner_source) = captioner.unzip();
-    // The first connection fails the watch at once: a wrong URL is not retried forever.
-    let watchdog = watchdog_for(&signal, settings.stall);
-    let reader = FrameReader::open_live(&settings.source, options, Arc::clone(&watchdog))?
-        .with_native_pictures();
+    let (reader, watchdog) = connect_first(&signal, settings, options)?;
 
     let drops = Drops::default();
     let (frame_outlet, frames) = dropping_queue(FRAME_QUEUE, Arc::clone(&drops.frames));
@@ -340,7 +346,7 @@ fn read_live(
     signal: &StopSignal,
     settings: &WatchSettings,
     source: Source,
-    frames: &Outlet<SourceFrame<RgbImage>>,
+    frames: &Outlet<SourceFrame<LivePayload>>,
     sink: &Outlet<LiveItem>,
 ) -> Result<MediaTime, PipelineError> {
     let Source {
@@ -356,7 +362,8 @@ fn read_live(
         let mut offset: Option<f64> = None;
         while let Some((frame, picture)) = reader.next_frame_with_picture()? {
             let stream_time = frame.time.seconds();
-            let offset = *offset.get_or_insert_with(|| clock.now().seconds() - stream_time);
+            let arrived = clock.now();
+            let offset = *offset.get_or_insert_with(|| arrived.seconds() - stream_time);
             let time = MediaTime::from_seconds(offset + stream_time);
             if last_time.is_some_and(|last| time <= last) {
                 continue;
@@ -368,7 +375,7 @@ fn read_live(
                 signal,
                 SourceFrame {
                     frame,
-                    payload: picture,
+                    payload: LivePayload { picture, arrived },
                 },
             )?;
         }
@@ -403,6 +410,38 @@ fn read_live(
     }
 }
 
+/// Opens the source for the first time, trying again (a camera or server still starting)
+/// until `settings.stall` has passed: then the watch fails with the last error, so a wrong
+/// URL is not retried for ever.
+fn connect_first(
+    signal: &StopSignal,
+    settings: &WatchSettings,
+    options: DecodeOptions,
+) -> Result<(FrameReader, Arc<Watchdog>), PipelineError> {
+    let started = Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let watchdog = watchdog_for(signal, settings.stall);
+        match FrameReader::open_live(&settings.source, options, Arc::clone(&watchdog)) {
+            Ok(reader) => return Ok((reader.with_native_pictures(), watchdog)),
+            Err(error)
+                if !settings.source.can_reconnect()
+                    || started.elapsed() + backoff > settings.stall =>
+            {
+                return Err(error.into())
+            }
+            Err(_) => {
+                signal.sleep(backoff)?;
+                signal.check()?;
+                if signal.is_ending() {
+                    return Err(PipelineError::Interrupted);
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 /// Opens the source again, waiting longer after each failed attempt; `None` when the
 /// watch was asked to end meanwhile.
 fn reconnect(
@@ -431,7 +470,7 @@ fn reconnect(
 fn select_live(
     signal: &StopSignal,
     mut selector: LiveSelector,
-    embedded: &Receiver<EmbeddedFrame<RgbImage>>,
+    embedded: &Receiver<EmbeddedFrame<LivePayload>>,
     jobs: &Outlet<KeyframeJob>,
     sink: &Outlet<LiveItem>,
 ) -> Result<(), PipelineError> {
@@ -464,7 +503,7 @@ fn select_live(
         Ok(())
     };
     while let Some(frame) = signal.recv(embedded)? {
-        pictures.push_back((sample, frame.payload));
+        pictures.push_back((sample, frame.payload.picture));
         sample += 1;
         last_time = Some(frame.time);
         let started = selector
@@ -478,6 +517,7 @@ fn select_live(
             signal,
             LiveItem::Frame {
                 time: frame.time,
+                arrived: frame.payload.arrived,
                 embedding: frame.embedding,
                 change,
             },
@@ -521,6 +561,8 @@ struct Announced {
 /// A sampled frame kept for its segment's sidecar.
 struct KeptFrame {
     time: MediaTime,
+    /// When it came out of the demuxer, in session seconds.
+    arrived: MediaTime,
     embedding: Vec<f32>,
     change: f32,
 }
@@ -604,12 +646,14 @@ impl<F: Fn(LiveEvent)> Sink<F> {
             }
             LiveItem::Frame {
                 time,
+                arrived,
                 embedding,
                 change,
             } => {
                 self.last_frame = Some(time);
                 self.frames.push_back(KeptFrame {
                     time,
+                    arrived,
                     embedding,
                     change,
                 });
@@ -658,6 +702,12 @@ impl<F: Fn(LiveEvent)> Sink<F> {
             announced.told = true;
             self.written.keyframes += 1;
             let scene = announced.scene;
+            // From the arrival of the scene's first frame, else from its time.
+            let seen = self
+                .frames
+                .iter()
+                .find(|frame| frame.time == scene.start)
+                .map_or(scene.start, |frame| frame.arrived);
             (self.on_event)(LiveEvent::Keyframe(LiveKeyframe {
                 index: announced.index,
                 time: scene.keyframe,
@@ -666,7 +716,7 @@ impl<F: Fn(LiveEvent)> Sink<F> {
                 change: scene.change,
                 caption: announced.caption.clone(),
                 caption_dropped: announced.dropped,
-                latency_s: clock.now().seconds() - scene.start.seconds(),
+                latency_s: clock.now().seconds() - seen.seconds(),
                 dropped_frames: drops.frames.load(Ordering::SeqCst),
                 dropped_captions: drops.captions.load(Ordering::SeqCst),
             }));
