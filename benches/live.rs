@@ -109,13 +109,15 @@ fn main() {
         );
     }
     let samples: Vec<&(f64, f64)> = memory.iter().filter(|(_, mib)| *mib > 0.0).collect();
-    if let (Some(first), Some(last)) = (samples.get(samples.len() / 10), samples.last()) {
-        let peak = samples.iter().map(|(_, mib)| *mib).fold(0.0, f64::max);
-        println!(
-            "resident memory: {:.0} MiB at {:.0} s, {:.0} MiB at {:.0} s, peak {peak:.0} MiB",
-            first.1, first.0, last.1, last.0
-        );
-    }
+    let peak = samples.iter().map(|(_, mib)| *mib).fold(0.0, f64::max);
+    let every = (samples.len() / 10).max(1);
+    let trace: Vec<String> = samples
+        .iter()
+        .step_by(every)
+        .chain(samples.last())
+        .map(|(at, mib)| format!("{mib:.0} MiB at {at:.0} s"))
+        .collect();
+    println!("resident memory: {}; peak {peak:.0} MiB", trace.join(", "));
 }
 
 /// The resident memory of process `pid`, in MiB (0 once it has ended).

@@ -1162,7 +1162,8 @@ pub struct StartedScene {
 /// The rules are [`SceneSelector`]'s. A scene's start is final once the change into it has
 /// persisted (`persistence_s`) and the scene is known to last `min_scene_s` beyond its
 /// frames still unconfirmed (the last `max_transition_s`), so that it cannot be merged into
-/// a neighbour: after a hard cut, [`SelectConfig::live_finality_s`] after its first frame.
+/// a neighbour: after a hard cut, at most [`SelectConfig::live_finality_s`] after its first
+/// frame.
 /// Its keyframe is then fixed: the frame nearest the mean of the scene's frames so far. A
 /// scene that ends before that is announced when it closes. `max_keyframes` needs the
 /// whole video and is refused.
@@ -1172,11 +1173,15 @@ pub struct LiveSelector {
 }
 
 impl SelectConfig {
-    /// How long after its first frame a scene that starts at a hard cut is announced by a
-    /// [`LiveSelector`]: `max(persistence_s, min_scene_s + max_transition_s)` (4 s with the
-    /// defaults), exact when the settings are multiples of the sampling interval, else up to
-    /// one interval later. After a gradual transition the scene starts mid-way and is
-    /// announced at most `max_transition_s + max(persistence_s, min_scene_s)` after it.
+    /// The longest a scene that starts at a hard cut waits, from its first frame, to be
+    /// announced by a [`LiveSelector`]: `max(persistence_s, min_scene_s + max_transition_s)`
+    /// (4 s with the defaults; when the settings are not multiples of the sampling interval,
+    /// up to one interval more). A cut to a picture that settles at once waits exactly that;
+    /// a change that takes longer than `min_scene_s` to decide is announced as soon as it is
+    /// decided. Another change under way at that moment can hold it back until that one is
+    /// decided, at most `max_transition_s + persistence_s` more; a scene that starts in the
+    /// middle of a fade or dissolve waits at most `max_transition_s + max(persistence_s,
+    /// min_scene_s)` from its start.
     pub fn live_finality_s(&self) -> f64 {
         self.persistence_s
             .max(self.min_scene_s + self.max_transition_s)

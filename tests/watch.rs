@@ -315,6 +315,13 @@ fn scene_changes_arrive_as_json_lines_in_order_within_the_finality() {
         .output()
         .unwrap();
     common::assert_ok(&search);
+    let report = common::keyscribe()
+        .args(["report", "live-000.analysis.json", "-o", "report.html"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    common::assert_ok(&report);
+    assert!(text(&report.stderr).contains("a live stream"));
 }
 
 #[test]

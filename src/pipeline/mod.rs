@@ -34,7 +34,7 @@ pub use live::{watch, LiveEvent, LiveKeyframe, WatchReport, WatchSettings};
 pub use progress::Progress;
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
 pub use run::{analyse, AnalysisJob, AnalysisOutput, Models, RunEvent};
-pub use stages::{Stages, StopSignal};
+pub use stages::{StageHandle, Stages, StopSignal};
 
 use crate::analysis::AnalysisError;
 use crate::models::store::StoreError;
