@@ -45,6 +45,30 @@ pub struct Analysis {
     /// absent when there were none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decode_gaps: Vec<DecodeGapRecord>,
+    /// For one segment of a live watch: where it sits in the session and what was dropped;
+    /// absent for a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveRecord>,
+}
+
+/// One segment of a live watch (`keyscribe watch`): times in its document count from the
+/// start of the session, on the wall clock across reconnections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveRecord {
+    /// When the session started (RFC 3339, UTC): time 0 of every time in the document.
+    pub session_started: String,
+    /// The segment's number in the session, from 0.
+    pub segment: usize,
+    /// Where the segment starts, in seconds of the session.
+    pub start_s: f64,
+    /// Where it ends, in seconds of the session.
+    pub end_s: f64,
+    /// Sampled frames dropped in the segment because embedding could not keep up.
+    pub dropped_frames: u64,
+    /// Keyframes left without a caption in the segment because captioning could not keep
+    /// up.
+    pub dropped_captions: u64,
 }
 
 /// The analysed file and what FFmpeg reported about it.

@@ -395,6 +395,8 @@ struct OpenScene {
     change: f32,
     sum: Vec<f32>,
     candidates: Reservoir,
+    /// The keyframe fixed when a live selector announced the scene.
+    announced: Option<Frame>,
 }
 
 #[derive(Debug)]
@@ -404,6 +406,8 @@ struct ClosedScene {
     change: f32,
     sum: Vec<f32>,
     keyframe: Frame,
+    /// Whether a live selector announced it (its keyframe is then fixed).
+    announced: bool,
 }
 
 /// An evenly spaced subset of a scene's confirmed frames, of bounded size.
@@ -493,6 +497,12 @@ impl SceneSelector {
     /// `embedding` is the frame's MobileCLIP2 image embedding; it is normalised here, so any
     /// non-zero length works. Frames must come in strictly increasing time order.
     pub fn push(&mut self, time: MediaTime, embedding: &[f32]) -> Result<Vec<Scene>, SelectError> {
+        self.advance(time, embedding)?;
+        Ok(self.take_final_scenes())
+    }
+
+    /// Adds the next sampled frame to the selection.
+    fn advance(&mut self, time: MediaTime, embedding: &[f32]) -> Result<(), SelectError> {
         let sample = self.next_sample;
         let frame = self.frame(sample, time, embedding)?;
         self.next_sample += 1;
@@ -507,7 +517,7 @@ impl SceneSelector {
             });
             self.open = Some(OpenScene::new(self.first_scene_start, 0.0, &frame));
             self.set_reference(vec![frame]);
-            return Ok(Vec::new());
+            return Ok(());
         }
 
         self.forget_scores_before(frame.time);
@@ -536,17 +546,27 @@ impl SceneSelector {
         if self.candidate.is_none() {
             self.confirm_older_than(now - self.config.max_transition_s);
         }
-        Ok(self.take_final_scenes())
+        Ok(())
     }
 
     /// Ends the video at `end_of_video` and returns the scenes not yet returned, with the
     /// timeline of change scores. Returns no scenes when no frame was pushed.
     pub fn finish(mut self, end_of_video: MediaTime) -> Selection {
+        let mut scenes = self.close_all(end_of_video);
+        if let Some(max_keyframes) = self.config.max_keyframes {
+            merge_least_distinct(&mut scenes, max_keyframes);
+        }
+        Selection {
+            scenes: scenes.iter().map(ClosedScene::scene).collect(),
+            timeline: self.timeline,
+        }
+    }
+
+    /// Decides the open change candidate, confirms every frame and closes the open scene at
+    /// `end_of_video`; returns the scenes not yet taken.
+    fn close_all(&mut self, end_of_video: MediaTime) -> Vec<ClosedScene> {
         let Some(last_time) = self.last_time else {
-            return Selection {
-                scenes: Vec::new(),
-                timeline: self.timeline,
-            };
+            return Vec::new();
         };
         let threshold = self.effective_threshold();
         if self.candidate.is_some() {
@@ -565,14 +585,7 @@ impl SceneSelector {
                 _ => self.closed.push_back(scene),
             }
         }
-        let mut scenes: Vec<ClosedScene> = self.closed.drain(..).collect();
-        if let Some(max_keyframes) = self.config.max_keyframes {
-            merge_least_distinct(&mut scenes, max_keyframes);
-        }
-        Selection {
-            scenes: scenes.iter().map(ClosedScene::scene).collect(),
-            timeline: self.timeline,
-        }
+        self.closed.drain(..).collect()
     }
 
     /// Sample indices of the frames that may still become a keyframe. A pipeline that keeps
@@ -868,18 +881,32 @@ impl SceneSelector {
         if self.config.max_keyframes.is_some() {
             return Vec::new();
         }
-        let open_is_long = match (&self.open, self.last_time) {
+        self.take_final_closed()
+            .iter()
+            .map(ClosedScene::scene)
+            .collect()
+    }
+
+    /// Whether the open scene already lasts `min_scene_s`, so that it will not be merged
+    /// into a neighbour and its start is final.
+    fn open_is_long(&self) -> bool {
+        match (&self.open, self.last_time) {
             (Some(open), Some(last)) => {
                 // The open scene's next boundary can be at the oldest unconfirmed frame.
                 let earliest_end = self.pending.front().map_or(last, |frame| frame.time);
                 earliest_end - open.start >= self.config.min_scene_s - TIME_EPSILON
             }
             _ => false,
-        };
+        }
+    }
+
+    /// Removes and returns the closed scenes that can no longer change.
+    fn take_final_closed(&mut self) -> Vec<ClosedScene> {
+        let open_is_long = self.open_is_long();
         let mut scenes = Vec::new();
         while self.closed.len() > 1 || (open_is_long && !self.closed.is_empty()) {
             if let Some(scene) = self.closed.pop_front() {
-                scenes.push(scene.scene());
+                scenes.push(scene);
             }
         }
         scenes
@@ -894,6 +921,7 @@ impl OpenScene {
             change,
             sum: vec![0.0; first.embedding.len()],
             candidates: Reservoir::new(),
+            announced: None,
         };
         scene.add(first);
         scene
@@ -911,23 +939,32 @@ impl OpenScene {
         self.candidates.insert(scene.keyframe);
     }
 
-    /// Ends the scene at `end` and picks its keyframe: the candidate nearest its mean.
-    fn close(self, end: f64) -> ClosedScene {
-        let sum = self.sum;
-        let keyframe = self
-            .candidates
+    /// The candidate nearest the scene's mean so far.
+    fn best_candidate(&self) -> &Frame {
+        self.candidates
             .frames
-            .into_iter()
-            .map(|frame| (cosine(&frame.embedding, &sum), frame))
+            .iter()
+            .map(|frame| (cosine(&frame.embedding, &self.sum), frame))
             .reduce(|best, next| if next.0 > best.0 { next } else { best })
             .map(|(_, frame)| frame)
-            .expect("a scene holds at least the first frame it was opened with");
+            .expect("a scene holds at least the first frame it was opened with")
+    }
+
+    /// Ends the scene at `end` with its keyframe: the one fixed when it was announced, else
+    /// the candidate nearest its mean.
+    fn close(self, end: f64) -> ClosedScene {
+        let announced = self.announced.is_some();
+        let keyframe = match self.announced {
+            Some(keyframe) => keyframe,
+            None => self.best_candidate().clone(),
+        };
         ClosedScene {
             start: self.start,
             end,
             change: self.change,
-            sum,
+            sum: self.sum,
             keyframe,
+            announced,
         }
     }
 }
@@ -936,8 +973,9 @@ impl ClosedScene {
     fn absorb_following(&mut self, scene: ClosedScene) {
         self.end = scene.end;
         add_into(&mut self.sum, &scene.sum);
-        if cosine(&scene.keyframe.embedding, &self.sum)
-            > cosine(&self.keyframe.embedding, &self.sum)
+        if !self.announced
+            && cosine(&scene.keyframe.embedding, &self.sum)
+                > cosine(&self.keyframe.embedding, &self.sum)
         {
             self.keyframe = scene.keyframe;
         }
@@ -1101,6 +1139,182 @@ fn unit_mean<'a>(vectors: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
         sum.iter_mut().for_each(|value| *value /= norm);
     }
     sum
+}
+
+/// A scene announced by a [`LiveSelector`]: its start and keyframe are final while the
+/// scene itself may still be running (its end is the next scene's start).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StartedScene {
+    /// Where the scene starts.
+    pub start: MediaTime,
+    /// The keyframe's time.
+    pub keyframe: MediaTime,
+    /// The keyframe's index among the sampled frames, from 0.
+    pub keyframe_sample: usize,
+    /// Cosine distance between the previous scene and this one where they meet (0 for the
+    /// first scene).
+    pub change: f32,
+}
+
+/// Selects keyframes from a live stream, announcing each scene as soon as its start is
+/// final rather than when it ends.
+///
+/// The rules are [`SceneSelector`]'s. A scene's start is final once the change into it has
+/// persisted (`persistence_s`) and the scene is known to last `min_scene_s` beyond its
+/// frames still unconfirmed (the last `max_transition_s`), so that it cannot be merged into
+/// a neighbour: after a hard cut, at most [`SelectConfig::live_finality_s`] after its first
+/// frame.
+/// Its keyframe is then fixed: the frame nearest the mean of the scene's frames so far. A
+/// scene that ends before that is announced when it closes. `max_keyframes` needs the
+/// whole video and is refused.
+#[derive(Debug)]
+pub struct LiveSelector {
+    selector: SceneSelector,
+}
+
+impl SelectConfig {
+    /// The longest a scene that starts at a hard cut waits, from its first frame, to be
+    /// announced by a [`LiveSelector`]: `max(persistence_s, min_scene_s + max_transition_s)`
+    /// (4 s with the defaults; when the settings are not multiples of the sampling interval,
+    /// up to one interval more). A cut to a picture that settles at once waits exactly that;
+    /// a change that takes longer than `min_scene_s` to decide is announced as soon as it is
+    /// decided. Another change under way at that moment can hold it back until that one is
+    /// decided, at most `max_transition_s + persistence_s` more; a scene that starts in the
+    /// middle of a fade or dissolve waits at most `max_transition_s + max(persistence_s,
+    /// min_scene_s)` from its start.
+    pub fn live_finality_s(&self) -> f64 {
+        self.persistence_s
+            .max(self.min_scene_s + self.max_transition_s)
+    }
+}
+
+impl LiveSelector {
+    /// A selector for a stream; refuses `max_keyframes`, which needs the whole video.
+    pub fn new(config: SelectConfig) -> Result<Self, SelectConfigError> {
+        if config.max_keyframes.is_some() {
+            return Err(SelectConfigError {
+                field: "max_keyframes",
+                reason: "a live stream has no end to choose the strongest scenes by; leave \
+                         it out"
+                    .to_string(),
+            });
+        }
+        Ok(LiveSelector {
+            selector: SceneSelector::new(config)?,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &SelectConfig {
+        self.selector.config()
+    }
+
+    /// Adds the next sampled frame and returns the scenes announced by it, in time order.
+    pub fn push(
+        &mut self,
+        time: MediaTime,
+        embedding: &[f32],
+    ) -> Result<Vec<StartedScene>, SelectError> {
+        self.selector.advance(time, embedding)?;
+        Ok(self.take_started())
+    }
+
+    /// Ends the stream at `end` and returns the scenes not yet announced.
+    pub fn finish(mut self, end: MediaTime) -> Vec<StartedScene> {
+        self.selector
+            .close_all(end)
+            .iter()
+            .filter(|scene| !scene.announced)
+            .map(ClosedScene::started)
+            .collect()
+    }
+
+    /// Every scene that starts before this time has been announced.
+    pub fn settled_until(&self) -> MediaTime {
+        let selector = &self.selector;
+        let unannounced = selector
+            .closed
+            .iter()
+            .find(|scene| !scene.announced)
+            .map(|scene| scene.start)
+            .or(selector
+                .open
+                .as_ref()
+                .filter(|open| open.announced.is_none())
+                .map(|open| open.start));
+        // A new scene starts at a frame not yet confirmed, or at one still to come.
+        let seconds = unannounced.unwrap_or_else(|| match selector.pending.front() {
+            Some(frame) => frame.time,
+            None => selector.last_time.map_or(0.0, |last| last + TIME_EPSILON),
+        });
+        MediaTime::from_seconds(seconds)
+    }
+
+    /// Sample indices of the frames that may still become the keyframe of a scene not yet
+    /// announced: a stream's pictures can be released for every other frame.
+    pub fn possible_keyframes(&self) -> Vec<usize> {
+        let selector = &self.selector;
+        let mut samples: Vec<usize> = selector
+            .closed
+            .iter()
+            .filter(|scene| !scene.announced)
+            .map(|scene| scene.keyframe.sample)
+            .chain(selector.pending.iter().map(|frame| frame.sample))
+            .chain(
+                selector
+                    .open
+                    .iter()
+                    .filter(|open| open.announced.is_none())
+                    .flat_map(|open| open.candidates.frames.iter().map(|frame| frame.sample)),
+            )
+            .collect();
+        samples.sort_unstable();
+        samples.dedup();
+        samples
+    }
+
+    /// Removes and returns the change scores of the frames pushed so far, for a part of the
+    /// stream written out (so the selector's memory stays flat).
+    pub fn take_timeline(&mut self) -> Vec<ChangeSample> {
+        std::mem::take(&mut self.selector.timeline)
+    }
+
+    /// The closed scenes that became final and were not announced, then the open scene
+    /// once it is long enough to be final, its keyframe fixed now.
+    fn take_started(&mut self) -> Vec<StartedScene> {
+        let open_is_long = self.selector.open_is_long();
+        let mut started: Vec<StartedScene> = self
+            .selector
+            .take_final_closed()
+            .iter()
+            .filter(|scene| !scene.announced)
+            .map(ClosedScene::started)
+            .collect();
+        if let Some(open) = self.selector.open.as_mut() {
+            if open_is_long && open.announced.is_none() {
+                let keyframe = open.best_candidate().clone();
+                started.push(StartedScene {
+                    start: MediaTime::from_seconds(open.start),
+                    keyframe: MediaTime::from_seconds(keyframe.time),
+                    keyframe_sample: keyframe.sample,
+                    change: open.change,
+                });
+                open.announced = Some(keyframe);
+            }
+        }
+        started
+    }
+}
+
+impl ClosedScene {
+    fn started(&self) -> StartedScene {
+        StartedScene {
+            start: MediaTime::from_seconds(self.start),
+            keyframe: MediaTime::from_seconds(self.keyframe.time),
+            keyframe_sample: self.keyframe.sample,
+            change: self.change,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1340,6 +1554,56 @@ mod tests {
         let selection = clip.select(SelectConfig::default());
         assert_scenes(&clip, &selection, &[cut_b, cut_c]);
         assert_eq!(selection.timeline.len(), clip.len());
+    }
+
+    #[test]
+    fn a_live_selector_announces_each_scene_its_finality_after_its_first_frame() {
+        let mut clip = Clip::new(1);
+        let (a, b, c) = (clip.picture(), clip.picture(), clip.picture());
+        clip.hold(&a, 20);
+        let cut_b = clip.len();
+        clip.hold(&b, 16);
+        let cut_c = clip.len();
+        clip.hold(&c, 24);
+        let config = SelectConfig::default();
+        let finality = config.live_finality_s();
+        assert_eq!(finality, 4.0);
+        let batch = clip.select(config.clone());
+        let mut live = LiveSelector::new(config).unwrap();
+        let mut announced = Vec::new();
+        for (index, frame) in clip.frames.iter().enumerate() {
+            for scene in live.push(Clip::time(index), frame).unwrap() {
+                announced.push((Clip::time(index), scene));
+            }
+            assert!(live.possible_keyframes().len() <= KEYFRAME_CANDIDATES + 8);
+        }
+        let rest = live.finish(clip.end());
+        assert!(rest.is_empty(), "{rest:?}");
+        let starts: Vec<MediaTime> = announced.iter().map(|(_, scene)| scene.start).collect();
+        let batch_starts: Vec<MediaTime> = batch.scenes.iter().map(|s| s.start).collect();
+        assert_eq!(starts, batch_starts);
+        assert_eq!(starts[1], Clip::time(cut_b));
+        assert_eq!(starts[2], Clip::time(cut_c));
+        for (at, scene) in &announced {
+            assert_eq!(
+                at.seconds() - scene.start.seconds(),
+                finality,
+                "{announced:?}"
+            );
+            assert!(scene.keyframe >= scene.start && scene.keyframe <= *at);
+        }
+    }
+
+    #[test]
+    fn a_live_selector_refuses_a_keyframe_cap() {
+        let config = SelectConfig {
+            max_keyframes: Some(8),
+            ..SelectConfig::default()
+        };
+        assert_eq!(
+            LiveSelector::new(config).unwrap_err().field,
+            "max_keyframes"
+        );
     }
 
     #[test]

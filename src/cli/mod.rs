@@ -22,6 +22,7 @@ mod search;
 mod split;
 mod summarize;
 mod terminal;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -78,6 +79,9 @@ enum Command {
     Cache(cache::CacheArgs),
     /// Cut a video at its analysis's scene boundaries into one file per scene.
     Split(split::SplitArgs),
+    /// Caption a live stream (network URL, capture device or stdin) as it happens: a JSON
+    /// line per keyframe, rotating analysis documents.
+    Watch(watch::WatchArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success (also when the
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Pipelines(args) => pipelines::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Split(args) => split::run(args),
+        Command::Watch(args) => watch::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -457,6 +457,7 @@ pub(crate) mod tests {
             embeddings: None,
             timings: Timings::default(),
             decode_gaps: Vec::new(),
+            live: None,
         }
     }
 

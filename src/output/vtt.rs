@@ -10,7 +10,7 @@ use crate::analysis::Analysis;
 
 /// The captions of `analysis` as WebVTT subtitles (UTF-8, `\n` line ends).
 pub fn render(analysis: &Analysis) -> String {
-    let mut out = String::from("WEBVTT\n");
+    let mut out = String::from(HEADER);
     for cue in caption_cues(analysis) {
         out.push('\n');
         out.push_str(&timing(cue.span));
@@ -19,6 +19,25 @@ pub fn render(analysis: &Analysis) -> String {
             out.push_str(&escape(line));
             out.push('\n');
         }
+    }
+    out
+}
+
+/// The header of a WebVTT file, for one grown cue by cue (see [`cue`]).
+pub const HEADER: &str = "WEBVTT\n";
+
+/// One caption cue shown over `span`, preceded by its blank line, wrapped and escaped as in
+/// [`render`]; empty when the caption is blank. Appended after [`HEADER`] as captions are
+/// made, this grows a live WebVTT file.
+pub fn cue(span: Span, caption: &str) -> String {
+    let lines = super::wrap_lines(caption, super::SUBTITLE_LINE_CHARS);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\n{}\n", timing(span));
+    for line in &lines {
+        out.push_str(&escape(line));
+        out.push('\n');
     }
     out
 }

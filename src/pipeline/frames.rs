@@ -62,22 +62,19 @@ pub fn write_frames(
     let progress = Progress::new("frames", MediaTime::from_seconds(info.duration_s), quiet);
 
     let (frame_sender, frame_receiver) = crossbeam_channel::bounded::<Frame>(FRAME_QUEUE);
-    let (report_sender, report_receiver) = crossbeam_channel::bounded(1);
-    let (written_sender, written_receiver) = crossbeam_channel::bounded(1);
     let mut stages = Stages::new(signal);
 
-    stages.spawn("decode", move |signal| {
+    let decoding = stages.spawn("decode", move |signal| {
         let mut reader = reader;
         while let Some(frame) = reader.next_frame()? {
             signal.send(&frame_sender, frame)?;
         }
-        let _ = report_sender.send(reader.report().clone());
-        Ok(())
+        Ok(reader.report().clone())
     });
 
     let directory = out_dir.to_path_buf();
     let bar = progress.clone();
-    stages.spawn("write", move |signal| {
+    let writing = stages.spawn("write", move |signal| {
         let mut names = HashSet::new();
         let mut written = Vec::new();
         while let Some(frame) = signal.recv(&frame_receiver)? {
@@ -92,15 +89,12 @@ pub fn write_frames(
                 frame: frame.number,
             });
         }
-        let _ = written_sender.send(written);
-        Ok(())
+        Ok(written)
     });
 
-    let outcome = stages.join();
+    let (report, frames) = (decoding.join(), writing.join());
     progress.finish();
-    outcome?;
-    let report = report_receiver.recv().unwrap_or_default();
-    let frames = written_receiver.recv().unwrap_or_default();
+    let (report, frames) = (report?, frames?);
     for gap in &report.gaps {
         progress.println(format!(
             "warning: {}: {} to {}: {}",

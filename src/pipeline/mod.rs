@@ -5,6 +5,7 @@ mod config;
 mod frames;
 mod job;
 mod library;
+mod live;
 mod progress;
 mod report;
 mod run;
@@ -29,10 +30,11 @@ pub use library::{
     analyse_in_turn, find_analyses, find_videos, index_folder, library_document, open_index,
     regular_file_sha256, FileProblem, FolderScan, IndexReport, INDEX_FILE, LIBRARY_DIR,
 };
+pub use live::{watch, LiveEvent, LiveKeyframe, WatchReport, WatchSettings};
 pub use progress::Progress;
 pub use report::{encode_jpeg, keyframe_thumbnails, report_inputs, THUMBNAIL_WIDTH};
 pub use run::{analyse, AnalysisJob, AnalysisOutput, Models, RunEvent};
-pub use stages::{Stages, StopSignal};
+pub use stages::{StageHandle, Stages, StopSignal};
 
 use crate::analysis::AnalysisError;
 use crate::models::store::StoreError;

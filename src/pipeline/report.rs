@@ -15,10 +15,19 @@ use crate::video::{FrameSeeker, ResizeMode, Size};
 pub fn report_inputs(document: &Path, analysis: &Analysis) -> (ReportInputs, Vec<String>) {
     let mut warnings = Vec::new();
     let video = Path::new(&analysis.video.path);
-    let same_video = crate::cache::file_sha256(video)
-        .map(|sha256| analysis.video.sha256.is_empty() || sha256 == analysis.video.sha256)
-        .unwrap_or(false);
-    let thumbnails = if !same_video {
+    let same_video = || {
+        crate::cache::file_sha256(video)
+            .map(|sha256| analysis.video.sha256.is_empty() || sha256 == analysis.video.sha256)
+            .unwrap_or(false)
+    };
+    let thumbnails = if analysis.live.is_some() {
+        // A live source cannot be read back (and may be a device that never ends).
+        warnings.push(format!(
+            "{}: a live stream, so the report has no thumbnails",
+            video.display()
+        ));
+        vec![None; analysis.keyframes.len()]
+    } else if !same_video() {
         warnings.push(format!(
             "{}: the analysed video is missing or has changed, so the report has no thumbnails",
             video.display()

@@ -1,15 +1,22 @@
-//! The main job: decode -> embed -> select -> caption, each stage on its own thread, joined
-//! by bounded channels. Captioning of a scene starts as soon as the selector closes it, while
-//! later frames are still being decoded and embedded.
+//! The main job: decode -> embed -> select -> caption -> collect, each stage a named function
+//! on its own thread, joined by bounded queues. Captioning of a scene starts as soon as the
+//! selector closes it, while later frames are still being decoded and embedded. The embed
+//! and caption stages are shared with the live graph (`super::live`), which differs only in
+//! its source, its selection and its sink.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
+use image::RgbImage;
+
 use super::frames::gap_records;
+use super::stages::{waiting_queue, Outlet};
 use super::{PipelineConfig, PipelineError, Progress, Stages, StopSignal};
 use crate::analysis::{
-    Analysis, FrameEmbeddings, KeyframeRecord, ModelSource, ModelsRecord, SceneSpan, Timings,
-    VideoRecord, SCHEMA,
+    Analysis, DecodeGapRecord, FrameEmbeddings, KeyframeRecord, ModelSource, ModelsRecord,
+    SceneSpan, Timings, VideoRecord, SCHEMA,
 };
 use crate::caption::KeyframeCaptioner;
 use crate::models::roles::Embedder;
@@ -73,15 +80,11 @@ pub struct AnalysisOutput {
     pub models: Models,
 }
 
-/// Time spent in each stage, summed inside the stage threads.
-#[derive(Debug, Default, Clone, Copy)]
-struct StageTimes {
-    embed: Duration,
-    select: Duration,
-}
-
 /// Runs the analysis of `video`. `on_event` is called from the stage threads as keyframes
 /// are made; progress advances by media time embedded and by keyframes captioned.
+///
+/// The stage graph: [`decode_file`] -> [`embed_frames`] -> [`select_scenes`] ->
+/// [`caption_keyframes`] -> [`collect_keyframes`], each on its own thread.
 pub fn analyse(
     video: &Path,
     job: AnalysisJob,
@@ -116,182 +119,74 @@ pub fn analyse(
         Some(end) if info.duration_s <= 0.0 || end.seconds() < info.duration_s => end.seconds(),
         _ => info.duration_s,
     });
-    let range_start = options.start;
-    let batch_size = config.embed.batch_size;
-    let on_event = std::sync::Arc::new(on_event);
-
-    let (frame_sender, frame_receiver) =
-        crossbeam_channel::bounded::<Frame>(batch_size * FRAME_QUEUE_BATCHES);
-    let (scene_sender, scene_receiver) = crossbeam_channel::bounded::<Scene>(SCENE_QUEUE);
-    let (keyframe_sender, keyframe_receiver) = crossbeam_channel::unbounded::<KeyframeRecord>();
-    let (frames_sender, frames_receiver) = crossbeam_channel::bounded(1);
-    let (times_sender, times_receiver) = crossbeam_channel::bounded(1);
-    let (gaps_sender, gaps_receiver) = crossbeam_channel::bounded(1);
-    let (caption_time_sender, caption_time_receiver) = crossbeam_channel::bounded(1);
-    let (embedder_sender, embedder_receiver) = crossbeam_channel::bounded(1);
-    let (captioner_sender, captioner_receiver) = crossbeam_channel::bounded(1);
-    let mut stages = Stages::new(signal);
-
-    let decode_events = std::sync::Arc::clone(&on_event);
-    stages.spawn("decode", move |signal| {
-        let mut reader = reader;
-        let mut decoding = Duration::ZERO;
-        loop {
-            let clock = Instant::now();
-            let frame = reader.next_frame()?;
-            decoding += clock.elapsed();
-            let Some(frame) = frame else { break };
-            signal.send(&frame_sender, frame)?;
-        }
-        let report = reader.report();
-        for gap in &report.gaps {
-            decode_events(RunEvent::Warning(format!(
-                "{} to {}: {}",
-                gap.start,
-                gap.end,
-                gap.reason()
-            )));
-        }
-        if let Some(warning) = report.stopped_early.clone() {
-            decode_events(RunEvent::Warning(warning));
-        }
-        let _ = gaps_sender.send(gap_records(&report.gaps));
-        let _ = times_sender.send(decoding);
-        Ok(())
-    });
-
-    let bar = progress.clone();
+    let selector = SceneSelector::new(config.select.clone())
+        .map_err(|error| PipelineError::Failed {
+            stage: "select".into(),
+            message: error.to_string(),
+        })?
+        .starting_at(options.start);
+    let seeker = match captioner {
+        Some(_) => Some(FrameSeeker::open(video, Size::Native, ResizeMode::Crop)?),
+        None => None,
+    };
     let embedder_name = embedder.name().to_string();
-    let select = config.select.clone();
-    stages.spawn("embed", move |signal| {
-        let mut selector = SceneSelector::new(select)
-            .map_err(|error| PipelineError::Failed {
-                stage: "select".into(),
-                message: error.to_string(),
-            })?
-            .starting_at(range_start);
-        let mut times = StageTimes::default();
-        let mut frames = FrameEmbeddings {
-            time_s: Vec::new(),
-            change: Vec::new(),
-            embeddings: Vec::new(),
-            dim: 0,
-            threshold: None,
-        };
-        let mut batch: Vec<Frame> = Vec::with_capacity(batch_size);
-        let mut finished = false;
-        while !finished {
-            match signal.recv(&frame_receiver)? {
-                Some(frame) => batch.push(frame),
-                None => finished = true,
-            }
-            let batch_ready = batch.len() >= batch_size || (finished && !batch.is_empty());
-            if !batch_ready {
-                continue;
-            }
-            let pictures: Vec<_> = batch.iter().map(|frame| frame.image.clone()).collect();
-            let clock = Instant::now();
-            let embeddings = embedder.embed_frames(&pictures)?;
-            times.embed += clock.elapsed();
-            for (frame, embedding) in batch.drain(..).zip(embeddings) {
-                frames.dim = embedding.len();
-                frames.time_s.push(frame.time.seconds());
-                frames.embeddings.extend_from_slice(&embedding);
-                let clock = Instant::now();
-                let closed = selector.push(frame.time, &embedding).map_err(|error| {
-                    PipelineError::Failed {
-                        stage: "select".into(),
-                        message: error.to_string(),
-                    }
-                })?;
-                times.select += clock.elapsed();
-                for scene in closed {
-                    signal.send(&scene_sender, scene)?;
-                    bar.keyframe_found();
-                }
-                bar.advance_to(frame.time);
-            }
-        }
-        let clock = Instant::now();
-        let selection = selector.finish(duration);
-        times.select += clock.elapsed();
-        frames.change = selection
-            .timeline
-            .iter()
-            .map(|sample| sample.change)
-            .collect();
-        frames.threshold = selection.uniform_threshold();
-        for scene in selection.scenes {
-            signal.send(&scene_sender, scene)?;
-            bar.keyframe_found();
-        }
-        bar.media_done();
-        let _ = frames_sender.send((frames, times));
-        let _ = embedder_sender.send(embedder);
-        Ok(())
-    });
-
     let captioner_record = captioner
         .as_ref()
         .map(|(model, source)| source.record(model.name()));
-    let captioner_source = captioner.as_ref().map(|(_, source)| source.clone());
-    let caption_events = std::sync::Arc::clone(&on_event);
-    let video_path = video.to_path_buf();
-    let caption_bar = progress.clone();
-    stages.spawn("caption", move |signal| {
-        let captioner = captioner.map(|(model, _)| model);
-        let mut seeker = match captioner {
-            Some(_) => Some(FrameSeeker::open(
-                &video_path,
-                Size::Native,
-                ResizeMode::Crop,
-            )?),
-            None => None,
-        };
-        let mut captioning = Duration::ZERO;
-        let mut index = 0;
-        while let Some(scene) = signal.recv(&scene_receiver)? {
-            let clock = Instant::now();
-            let caption = match (&captioner, &mut seeker) {
-                (Some(model), Some(seeker)) => {
-                    let frame = seeker.frame_at(scene.keyframe)?;
-                    Some(model.caption(&frame.image, &mut |_| {})?.trim().to_string())
-                }
-                _ => None,
-            };
-            captioning += clock.elapsed();
-            caption_bar.keyframe_captioned();
-            let span = SceneSpan {
-                start_s: scene.start.seconds(),
-                end_s: scene.end.seconds(),
-            };
-            caption_events(RunEvent::Keyframe {
-                index,
-                time: scene.keyframe,
-                scene: span,
-                caption: caption.clone(),
-            });
-            let _ = keyframe_sender.send(KeyframeRecord {
-                index,
-                time_s: scene.keyframe.seconds(),
-                timecode: scene.keyframe.timecode(),
-                scene: span,
-                change: scene.change,
-                caption,
-            });
-            index += 1;
-        }
-        let _ = caption_time_sender.send(captioning);
-        let _ = captioner_sender.send(captioner);
-        Ok(())
-    });
+    let (captioner, captioner_source) = captioner.unzip();
+    let batch_size = config.embed.batch_size;
+    let on_event = Arc::new(on_event);
 
-    stages.join()?;
-    let (frames, times) = frames_receiver.recv().map_err(|_| PipelineError::Stopped)?;
-    let decode_time = times_receiver.recv().unwrap_or_default();
-    let decode_gaps = gaps_receiver.recv().unwrap_or_default();
-    let caption_time = caption_time_receiver.recv().unwrap_or_default();
-    let keyframes: Vec<KeyframeRecord> = keyframe_receiver.try_iter().collect();
+    let (frame_outlet, frames) = waiting_queue(batch_size * FRAME_QUEUE_BATCHES);
+    let (embedded_outlet, embedded) = waiting_queue(batch_size);
+    let (scene_outlet, scenes) = waiting_queue(SCENE_QUEUE);
+    let (captioned_outlet, captioned) = waiting_queue(SCENE_QUEUE);
+    let mut stages = Stages::new(signal);
+    let decode_events = Arc::clone(&on_event);
+    let decoding = stages.spawn("decode", move |signal| {
+        decode_file(signal, reader, &frame_outlet, |warning| {
+            decode_events(RunEvent::Warning(warning))
+        })
+    });
+    let embedding = stages.spawn("embed", move |signal| {
+        embed_frames(
+            signal,
+            embedder,
+            batch_size,
+            Batching::Full,
+            &frames,
+            &embedded_outlet,
+        )
+    });
+    let bar = progress.clone();
+    let selecting = stages.spawn("select", move |signal| {
+        select_scenes(signal, selector, duration, &embedded, &scene_outlet, &bar)
+    });
+    let caption_bar = progress.clone();
+    let captioning = stages.spawn("caption", move |signal| {
+        caption_keyframes(
+            signal,
+            captioner,
+            seeker,
+            &scenes,
+            &captioned_outlet,
+            CaptionPace::Continuous,
+            || caption_bar.keyframe_captioned(),
+        )
+    });
+    let caption_events = Arc::clone(&on_event);
+    let collecting = stages.spawn("collect", move |signal| {
+        collect_keyframes(signal, &captioned, |event| caption_events(event))
+    });
+    let (decoded, embedded, selected, captioned, keyframes) = (
+        decoding.join(),
+        embedding.join(),
+        selecting.join(),
+        captioning.join(),
+        collecting.join(),
+    );
+    let (decoded, embedded, selected, captioned, keyframes) =
+        (decoded?, embedded?, selected?, captioned?, keyframes?);
     let analysis = Analysis {
         schema: SCHEMA.to_string(),
         video: video_record(video, &info, video_sha256),
@@ -305,32 +200,192 @@ pub fn analyse(
         chapters: Vec::new(),
         embeddings: None,
         timings: Timings {
-            decode_s: decode_time.as_secs_f64(),
-            embed_s: times.embed.as_secs_f64(),
-            select_s: times.select.as_secs_f64(),
-            caption_s: caption_time.as_secs_f64(),
+            decode_s: decoded.time.as_secs_f64(),
+            embed_s: embedded.time.as_secs_f64(),
+            select_s: selected.time.as_secs_f64(),
+            caption_s: captioned.time.as_secs_f64(),
             total_s: started.elapsed().as_secs_f64(),
         },
-        decode_gaps,
+        decode_gaps: decoded.gaps,
+        live: None,
     };
-    let embedder = embedder_receiver
-        .recv()
-        .map_err(|_| PipelineError::Stopped)?;
-    let captioner = captioner_receiver
-        .recv()
-        .map_err(|_| PipelineError::Stopped)?
-        .zip(captioner_source);
     Ok(AnalysisOutput {
         analysis,
-        frames,
+        frames: selected.frames,
         models: Models {
-            embedder,
+            embedder: embedded.embedder,
             embedder_source,
-            captioner,
+            captioner: captioned.captioner.zip(captioner_source),
         },
     })
 }
 
+/// A sampled frame on its way to the embedder, with what travels with it: nothing for a
+/// file (the captioner seeks the keyframe's picture back), the full-size picture for a live
+/// stream, which cannot be seeked.
+pub(super) struct SourceFrame<P> {
+    /// The frame at the embedder's size.
+    pub frame: Frame,
+    /// What travels with it.
+    pub payload: P,
+}
+
+/// A sampled frame's time and embedding, with what travelled with it.
+pub(super) struct EmbeddedFrame<P> {
+    /// When the frame is shown.
+    pub time: MediaTime,
+    /// The embedder's vector for it.
+    pub embedding: Vec<f32>,
+    /// What travelled with it.
+    pub payload: P,
+}
+
+/// A keyframe to describe: its scene and, from a source that cannot be seeked, its picture.
+pub(super) struct KeyframeJob {
+    /// Its position among the keyframes.
+    pub index: usize,
+    /// When it is shown.
+    pub time: MediaTime,
+    /// Where its scene starts.
+    pub scene_start: MediaTime,
+    /// Where its scene ends, when known (a live scene's end is not known yet).
+    pub scene_end: Option<MediaTime>,
+    /// How far its scene moved from the previous one (cosine distance).
+    pub change: f32,
+    /// The picture, when the source cannot be seeked back to it.
+    pub picture: Option<RgbImage>,
+}
+
+/// A keyframe with its caption (none without a captioner).
+pub(super) struct CaptionedKeyframe {
+    /// The keyframe as selected.
+    pub job: KeyframeJob,
+    /// Its caption.
+    pub caption: Option<String>,
+}
+
+/// What the decode stage hands back.
+struct Decoded {
+    /// Time spent decoding.
+    time: Duration,
+    /// Damaged stretches, as the document records them.
+    gaps: Vec<DecodeGapRecord>,
+}
+
+/// What the embed stage hands back.
+pub(super) struct Embedded {
+    /// The embedder, for the next video.
+    pub embedder: Box<dyn Embedder>,
+    /// Time spent embedding.
+    pub time: Duration,
+}
+
+/// What the select stage hands back.
+struct Selected {
+    /// Every sampled frame's time, change score and embedding.
+    frames: FrameEmbeddings,
+    /// Time spent selecting.
+    time: Duration,
+}
+
+/// What the caption stage hands back.
+pub(super) struct Captioned {
+    /// The captioner, for the next video.
+    pub captioner: Option<KeyframeCaptioner>,
+    /// Time spent captioning.
+    pub time: Duration,
+}
+
+/// How often the caption stage may start a caption.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum CaptionPace {
+    /// As soon as the previous one is done.
+    Continuous,
+    /// At most one caption per this interval (the rest of the time is left to the other
+    /// stages); keyframes that wait too long are dropped by a dropping queue before it.
+    AtMostEvery(Duration),
+}
+
+/// Source stage for a file: sampled frames in time order. Damaged stretches and an early
+/// end are told to `warn` once decoding is done.
+fn decode_file(
+    signal: &StopSignal,
+    mut reader: FrameReader,
+    frames: &Outlet<SourceFrame<()>>,
+    warn: impl Fn(String),
+) -> Result<Decoded, PipelineError> {
+    let mut time = Duration::ZERO;
+    loop {
+        let clock = Instant::now();
+        let frame = reader.next_frame()?;
+        time += clock.elapsed();
+        let Some(frame) = frame else { break };
+        frames.send(signal, SourceFrame { frame, payload: () })?;
+    }
+    let report = reader.report();
+    for gap in &report.gaps {
+        warn(format!("{} to {}: {}", gap.start, gap.end, gap.reason()));
+    }
+    if let Some(warning) = report.stopped_early.clone() {
+        warn(warning);
+    }
+    Ok(Decoded {
+        time,
+        gaps: gap_records(&report.gaps),
+    })
+}
+
+/// When the embed stage runs a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Batching {
+    /// When `batch_size` frames are there (or the input ended): the fastest for a file.
+    Full,
+    /// As soon as no more frames are waiting: a live frame is not held back for later ones.
+    Available,
+}
+
+/// Embed stage: frames in batches of up to `batch_size` through the embedder, handed on
+/// one by one in time order.
+pub(super) fn embed_frames<P>(
+    signal: &StopSignal,
+    embedder: Box<dyn Embedder>,
+    batch_size: usize,
+    batching: Batching,
+    frames: &Receiver<SourceFrame<P>>,
+    embedded: &Outlet<EmbeddedFrame<P>>,
+) -> Result<Embedded, PipelineError> {
+    let mut time = Duration::ZERO;
+    let mut batch: Vec<SourceFrame<P>> = Vec::with_capacity(batch_size);
+    let mut finished = false;
+    while !finished {
+        match signal.recv(frames)? {
+            Some(frame) => batch.push(frame),
+            None => finished = true,
+        }
+        let batch_ready = batch.len() >= batch_size
+            || (!batch.is_empty()
+                && (finished || batching == Batching::Available && frames.is_empty()));
+        if !batch_ready {
+            continue;
+        }
+        let pictures: Vec<_> = batch
+            .iter()
+            .map(|source| source.frame.image.clone())
+            .collect();
+        let clock = Instant::now();
+        let embeddings = embedder.embed_frames(&pictures)?;
+        time += clock.elapsed();
+        for (source, embedding) in batch.drain(..).zip(embeddings) {
+            let frame = EmbeddedFrame {
+                time: source.frame.time,
+                embedding,
+                payload: source.payload,
+            };
+            embedded.send(signal, frame)?;
+        }
+    }
+    Ok(Embedded { embedder, time })
+}
 fn video_record(path: &Path, info: &VideoInfo, sha256: String) -> VideoRecord {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     VideoRecord {
@@ -341,4 +396,148 @@ fn video_record(path: &Path, info: &VideoInfo, sha256: String) -> VideoRecord {
         height: info.height,
         fps: info.fps,
     }
+}
+
+/// Select stage for a file: scenes out as soon as they are final, the rest when the video
+/// ends at `end`; every frame's embedding and change score kept for the sidecar.
+fn select_scenes(
+    signal: &StopSignal,
+    mut selector: SceneSelector,
+    end: MediaTime,
+    embedded: &Receiver<EmbeddedFrame<()>>,
+    scenes: &Outlet<KeyframeJob>,
+    progress: &Progress,
+) -> Result<Selected, PipelineError> {
+    let mut time = Duration::ZERO;
+    let mut frames = FrameEmbeddings {
+        time_s: Vec::new(),
+        change: Vec::new(),
+        embeddings: Vec::new(),
+        dim: 0,
+        threshold: None,
+    };
+    let mut index = 0;
+    let mut hand_on = |scene: Scene| {
+        let job = KeyframeJob {
+            index,
+            time: scene.keyframe,
+            scene_start: scene.start,
+            scene_end: Some(scene.end),
+            change: scene.change,
+            picture: None,
+        };
+        index += 1;
+        progress.keyframe_found();
+        scenes.send(signal, job).map(drop)
+    };
+    while let Some(frame) = signal.recv(embedded)? {
+        frames.dim = frame.embedding.len();
+        frames.time_s.push(frame.time.seconds());
+        frames.embeddings.extend_from_slice(&frame.embedding);
+        let clock = Instant::now();
+        let closed = selector
+            .push(frame.time, &frame.embedding)
+            .map_err(select_failed)?;
+        time += clock.elapsed();
+        for scene in closed {
+            hand_on(scene)?;
+        }
+        progress.advance_to(frame.time);
+    }
+    let clock = Instant::now();
+    let selection = selector.finish(end);
+    time += clock.elapsed();
+    frames.change = selection
+        .timeline
+        .iter()
+        .map(|sample| sample.change)
+        .collect();
+    frames.threshold = selection.uniform_threshold();
+    for scene in selection.scenes {
+        hand_on(scene)?;
+    }
+    progress.media_done();
+    Ok(Selected { frames, time })
+}
+
+/// A selection error as the select stage's failure.
+pub(super) fn select_failed(error: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Failed {
+        stage: "select".into(),
+        message: error.to_string(),
+    }
+}
+
+/// Caption stage: each keyframe's picture (carried, or seeked from the video) described by
+/// the captioner, handed on in order; `captioned` is called after each one.
+pub(super) fn caption_keyframes<O: From<CaptionedKeyframe>>(
+    signal: &StopSignal,
+    captioner: Option<KeyframeCaptioner>,
+    mut seeker: Option<FrameSeeker>,
+    jobs: &Receiver<KeyframeJob>,
+    out: &Outlet<O>,
+    pace: CaptionPace,
+    captioned: impl Fn(),
+) -> Result<Captioned, PipelineError> {
+    let mut time = Duration::ZERO;
+    while let Some(mut job) = signal.recv(jobs)? {
+        let clock = Instant::now();
+        let caption = match &captioner {
+            Some(model) => {
+                let picture = match (job.picture.take(), &mut seeker) {
+                    (Some(picture), _) => picture,
+                    (None, Some(seeker)) => seeker.frame_at(job.time)?.image,
+                    (None, None) => {
+                        return Err(PipelineError::Failed {
+                            stage: "caption".into(),
+                            message: format!("no picture of the keyframe at {}", job.time),
+                        })
+                    }
+                };
+                Some(model.caption(&picture, &mut |_| {})?.trim().to_string())
+            }
+            None => None,
+        };
+        let spent = clock.elapsed();
+        time += spent;
+        captioned();
+        out.send(signal, CaptionedKeyframe { job, caption }.into())?;
+        if let CaptionPace::AtMostEvery(interval) = pace {
+            if let Some(rest) = interval.checked_sub(spent) {
+                signal.sleep(rest)?;
+            }
+        }
+    }
+    Ok(Captioned { captioner, time })
+}
+
+/// Sink stage for a file: the captioned keyframes as the document records them, each told
+/// to `on_event` as it comes.
+fn collect_keyframes(
+    signal: &StopSignal,
+    captioned: &Receiver<CaptionedKeyframe>,
+    on_event: impl Fn(RunEvent),
+) -> Result<Vec<KeyframeRecord>, PipelineError> {
+    let mut keyframes = Vec::new();
+    while let Some(CaptionedKeyframe { job, caption }) = signal.recv(captioned)? {
+        let span = SceneSpan {
+            start_s: job.scene_start.seconds(),
+            end_s: job.scene_end.unwrap_or(job.time).seconds(),
+        };
+        on_event(RunEvent::Keyframe {
+            index: job.index,
+            time: job.time,
+            scene: span,
+            caption: caption.clone(),
+        });
+        keyframes.push(KeyframeRecord {
+            index: job.index,
+            time_s: job.time.seconds(),
+            timecode: job.time.timecode(),
+            scene: span,
+            change: job.change,
+            caption,
+        });
+    }
+    Ok(keyframes)
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use ffmpeg_next::codec::packet::Ref as _;
 use ffmpeg_next::codec::threading;
@@ -12,6 +13,8 @@ use ffmpeg_next::{Packet, Rational};
 use image::RgbImage;
 
 use super::convert::{Converter, ResizeMode, Size};
+use super::input::open_live_input;
+use super::live::{LiveSource, Watchdog};
 use super::probe::{rescale, OpenedVideo, VideoInfo};
 use super::sampling::{SampleRate, Sampler};
 use super::VideoError;
@@ -143,6 +146,8 @@ pub struct FrameReader {
     scratch: VideoFrame,
     finished: bool,
     report: DecodeReport,
+    /// Converts delivered frames to their native size too, when asked.
+    native: Option<Converter>,
 }
 
 /// Time and identity of a decoded frame.
@@ -156,7 +161,45 @@ struct FrameStamp {
 impl FrameReader {
     /// Opens `path` for decoding with `options`.
     pub fn open(path: &Path, options: DecodeOptions) -> Result<Self, VideoError> {
-        let mut stream = DecodingStream::open(path, options.keyframes_only)?;
+        Self::from_stream(DecodingStream::open(path, options.keyframes_only)?, options)
+    }
+
+    /// Connects to a live `source`; reads give up when `watchdog` says so (a stop, or a
+    /// silent source). Frames are sampled by the stream's presentation time from its first
+    /// frame; `options.start` and `options.end` do not apply.
+    pub fn open_live(
+        source: &LiveSource,
+        options: DecodeOptions,
+        watchdog: Arc<Watchdog>,
+    ) -> Result<Self, VideoError> {
+        super::init();
+        let input = open_live_input(source, &watchdog)?;
+        let opened = OpenedVideo::from_input(Path::new(&source.to_string()), input)?;
+        let mut stream = DecodingStream::from_opened(opened, options.keyframes_only)?;
+        stream.watchdog = Some(watchdog);
+        Self::from_stream(
+            stream,
+            DecodeOptions {
+                start: MediaTime::ZERO,
+                end: None,
+                ..options
+            },
+        )
+    }
+
+    /// Also delivers every sampled frame at its native display size (see
+    /// [`FrameReader::next_frame_with_picture`]), for a source that cannot be seeked back.
+    pub fn with_native_pictures(mut self) -> Self {
+        self.native = Some(self.stream.converter(Size::Native, ResizeMode::Crop));
+        self
+    }
+
+    /// The read error that ended the input, if one did (not the end of the input).
+    pub fn read_error(&self) -> Option<&str> {
+        self.stream.read_error.as_deref()
+    }
+
+    fn from_stream(mut stream: DecodingStream, options: DecodeOptions) -> Result<Self, VideoError> {
         options.check_range(&stream.opened.info)?;
         let start = options.start.seconds();
         stream.range_end = options.end.map(MediaTime::seconds);
@@ -174,6 +217,7 @@ impl FrameReader {
             scratch: VideoFrame::empty(),
             finished: false,
             report: DecodeReport::default(),
+            native: None,
         })
     }
 
@@ -192,6 +236,18 @@ impl FrameReader {
     /// A damaged or truncated file ends early without an error: the frames before the
     /// damage are delivered and [`DecodeReport::stopped_early`] says where it stopped.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, VideoError> {
+        Ok(self.next_frames()?.map(|(frame, _)| frame))
+    }
+
+    /// As [`FrameReader::next_frame`], with the frame at its native display size when the
+    /// reader was made [`with_native_pictures`](FrameReader::with_native_pictures).
+    pub fn next_frame_with_picture(
+        &mut self,
+    ) -> Result<Option<(Frame, Option<RgbImage>)>, VideoError> {
+        self.next_frames()
+    }
+
+    fn next_frames(&mut self) -> Result<Option<(Frame, Option<RgbImage>)>, VideoError> {
         if self.finished {
             return Ok(None);
         }
@@ -243,18 +299,23 @@ impl FrameReader {
         }
     }
 
-    fn deliver_held(&mut self) -> Result<Frame, VideoError> {
+    fn deliver_held(&mut self) -> Result<(Frame, Option<RgbImage>), VideoError> {
         let stamp = self
             .held_at
             .expect("a held frame exists when one is delivered");
         let image = self.converter.convert(&self.held)?;
+        let native = match &mut self.native {
+            Some(converter) => Some(converter.convert(&self.held)?),
+            None => None,
+        };
         self.report.frames_delivered += 1;
-        Ok(Frame {
+        let frame = Frame {
             time: MediaTime::from_seconds(stamp.seconds),
             pts: stamp.pts,
             number: stamp.number,
             image,
-        })
+        };
+        Ok((frame, native))
     }
 }
 
@@ -371,13 +432,19 @@ struct DecodingStream {
     previous_video: Option<(f64, f64)>,
     /// The gaps found so far, in time order.
     gaps: Vec<DecodeGap>,
+    /// For a live source: told of every packet read, so that a silent source is noticed.
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 impl DecodingStream {
     fn open(path: &Path, keyframes_only: bool) -> Result<Self, VideoError> {
-        let opened = OpenedVideo::open(path)?;
+        Self::from_opened(OpenedVideo::open(path)?, keyframes_only)
+    }
+
+    fn from_opened(opened: OpenedVideo, keyframes_only: bool) -> Result<Self, VideoError> {
+        let path = opened.info.path.clone();
         let decoder_error = |error: ffmpeg_next::Error| VideoError::Decode {
-            path: path.to_path_buf(),
+            path: path.clone(),
             problem: format!("cannot start the video decoder: {error}"),
         };
         let stream = opened
@@ -416,6 +483,7 @@ impl DecodingStream {
             packets_since_skip: None,
             previous_video: None,
             gaps: Vec::new(),
+            watchdog: None,
         })
     }
 
@@ -516,6 +584,9 @@ impl DecodingStream {
                 }
             }
             bad_in_a_row = 0;
+            if let Some(watchdog) = &self.watchdog {
+                watchdog.heard();
+            }
             self.note_position(&packet);
             if packet.stream() != self.opened.stream_index {
                 continue;

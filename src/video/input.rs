@@ -8,13 +8,14 @@
 use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::OnceLock;
 
 use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::Input;
 
+use super::live::{LiveSource, LiveTarget, Watchdog};
 use super::{check_input_file, VideoError};
 
 /// Demuxers that read a local file and then open what it names: other files, URLs, network
@@ -59,8 +60,86 @@ pub(super) fn open_input(path: &Path) -> Result<Input, VideoError> {
     })
 }
 
+/// Opens a live `source` for reading: a URL as FFmpeg opens it, a V4L2 device through the
+/// `v4l2` demuxer, stdin through the `pipe` protocol, or any input through the demuxer the
+/// user named. Every blocking call gives up when `watchdog` says so. This is the only way
+/// to a device or a named demuxer: [`open_input`] keeps local files to self-contained media.
+pub(super) fn open_live_input(
+    source: &LiveSource,
+    watchdog: &Watchdog,
+) -> Result<Input, VideoError> {
+    let label = PathBuf::from(source.to_string());
+    let not_media = |reason: String| VideoError::NotMedia {
+        path: label.clone(),
+        reason,
+    };
+    let (url, format) = match source.target() {
+        LiveTarget::Url(url) => (url.to_string(), source.format()),
+        LiveTarget::Device(path) => {
+            let mut url = Vec::from(path.as_os_str().as_bytes());
+            url.retain(|byte| *byte != 0);
+            (
+                String::from_utf8_lossy(&url).into_owned(),
+                Some(source.format().unwrap_or("v4l2")),
+            )
+        }
+        LiveTarget::Stdin => ("pipe:0".to_string(), source.format()),
+    };
+    let url = CString::new(url).map_err(|_| nul_in_path(&label))?;
+    let demuxer = match format {
+        Some(name) => {
+            let name_c = CString::new(name).map_err(|_| nul_in_path(&label))?;
+            // SAFETY: looks a name up in FFmpeg's static demuxer table.
+            let found = unsafe { ffi::av_find_input_format(name_c.as_ptr()) };
+            if found.is_null() {
+                return Err(not_media(format!(
+                    "this FFmpeg build has no input format `{name}`"
+                )));
+            }
+            found
+        }
+        None => ptr::null(),
+    };
+    // SAFETY: a fresh context; avformat_open_input takes it over (and frees it on failure).
+    let mut context = unsafe { ffi::avformat_alloc_context() };
+    if context.is_null() {
+        return Err(not_media("out of memory".to_string()));
+    }
+    // SAFETY: `context` is valid; the callback reads `watchdog`, which the caller keeps
+    // alive for as long as the input (the decoding stream holds both, the input first).
+    unsafe {
+        (*context).interrupt_callback = ffi::AVIOInterruptCB {
+            callback: Some(watchdog_callback),
+            opaque: watchdog as *const Watchdog as *mut std::ffi::c_void,
+        };
+    }
+    watchdog.heard();
+    // SAFETY: as for `open_with`; the demuxer is null or from FFmpeg's table.
+    let opened =
+        unsafe { ffi::avformat_open_input(&mut context, url.as_ptr(), demuxer, ptr::null_mut()) };
+    if opened < 0 {
+        return Err(not_media(ffmpeg_next::Error::from(opened).to_string()));
+    }
+    // SAFETY: `context` was opened above; on failure it is closed, which nulls it.
+    let found = unsafe { ffi::avformat_find_stream_info(context, ptr::null_mut()) };
+    if found < 0 {
+        // SAFETY: as above.
+        unsafe { ffi::avformat_close_input(&mut context) };
+        return Err(not_media(ffmpeg_next::Error::from(found).to_string()));
+    }
+    // SAFETY: an opened context; `Input` closes it when dropped.
+    Ok(unsafe { Input::wrap(context) })
+}
+
+/// FFmpeg's interrupt callback: non-zero makes a blocked read or connect give up.
+unsafe extern "C" fn watchdog_callback(opaque: *mut std::ffi::c_void) -> std::ffi::c_int {
+    // SAFETY: `opaque` is the `Watchdog` set by `open_live_input`, alive while the input is.
+    let watchdog = unsafe { &*(opaque as *const Watchdog) };
+    std::ffi::c_int::from(watchdog.gives_up())
+}
+
 /// Whether `path` is a URL (`scheme://...`) rather than a local file of that name.
-fn is_url(path: &Path) -> bool {
+pub(super) fn is_url(path: &Path) -> bool {
     let Some(text) = path.to_str() else {
         return false;
     };

@@ -8,6 +8,7 @@
 mod convert;
 mod decode;
 mod input;
+mod live;
 mod probe;
 mod sampling;
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 pub use convert::{ResizeMode, Size};
 pub use decode::{DecodeGap, DecodeOptions, DecodeReport, Frame, FrameReader, FrameSeeker};
+pub use live::{LiveSource, LiveTarget, Watchdog};
 pub use probe::{probe, VideoInfo};
 pub use sampling::SampleRate;
 

@@ -75,6 +75,11 @@ impl OpenedVideo {
     pub(super) fn open(path: &Path) -> Result<Self, VideoError> {
         init();
         let input = open_input(path)?;
+        Self::from_input(path, input)
+    }
+
+    /// Picks the main video stream of an opened `input`, named `path` in errors.
+    pub(super) fn from_input(path: &Path, input: Input) -> Result<Self, VideoError> {
         let has_audio = input
             .streams()
             .any(|s| s.parameters().medium() == media::Type::Audio);
