@@ -1,5 +1,7 @@
 //! Decode + sample at 2 fps + scale to 256x256, on 60 s of 720p and 1080p H.264, next to
-//! `ffmpeg -v error -i X -vf fps=2,scale=256:256 -f null -` on the same files in the same run.
+//! `ffmpeg -v error -i X -vf fps=2,scale=256:256 -f null -` on the same files in the same run,
+//! and keyscribe again with every frame decoded (`decode_every_frame`: what skipping the
+//! frames sampling cannot use saves).
 //!
 //! The bench videos are made on first use with `samples/make_samples.sh bench` (into
 //! target/bench-videos). After criterion's report, a table gives medians, frames per second,
@@ -30,7 +32,7 @@ fn bench_videos() -> PathBuf {
     dir
 }
 
-fn keyscribe_decode(path: &Path) -> usize {
+fn keyscribe_decode(path: &Path, decode_every_frame: bool) -> usize {
     let options = DecodeOptions {
         sample_rate: SampleRate::PerSecond(SAMPLE_FPS),
         size: Size::Exact {
@@ -38,6 +40,7 @@ fn keyscribe_decode(path: &Path) -> usize {
             height: 256,
         },
         mode: ResizeMode::Stretch,
+        decode_every_frame,
         ..DecodeOptions::default()
     };
     let reader = FrameReader::open(path, options).expect("bench video opens");
@@ -70,7 +73,10 @@ fn decode(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .throughput(Throughput::Elements((VIDEO_SECONDS * SAMPLE_FPS) as u64));
         group.bench_function(BenchmarkId::new("keyscribe", "fps2-256"), |b| {
-            b.iter(|| keyscribe_decode(&path))
+            b.iter(|| keyscribe_decode(&path, false))
+        });
+        group.bench_function(BenchmarkId::new("keyscribe-every-frame", "fps2-256"), |b| {
+            b.iter(|| keyscribe_decode(&path, true))
         });
         group.bench_function(BenchmarkId::new("ffmpeg-cli", "fps2-256"), |b| {
             b.iter(|| ffmpeg_decode(&path))
@@ -91,12 +97,13 @@ fn median_seconds(group: &str, function: &str) -> Option<f64> {
 }
 
 fn summary() {
-    println!("\n| video | keyscribe | ffmpeg CLI | keyscribe / ffmpeg |");
-    println!("| --- | --- | --- | --- |");
+    println!("\n| video | keyscribe | keyscribe, every frame decoded | ffmpeg CLI | keyscribe / ffmpeg |");
+    println!("| --- | --- | --- | --- | --- |");
     for name in ["720p", "1080p"] {
         let group = format!("decode-{name}");
-        let (Some(ours), Some(theirs)) = (
+        let (Some(ours), Some(every), Some(theirs)) = (
             median_seconds(&group, "keyscribe"),
+            median_seconds(&group, "keyscribe-every-frame"),
             median_seconds(&group, "ffmpeg-cli"),
         ) else {
             continue;
@@ -109,8 +116,9 @@ fn summary() {
             )
         };
         println!(
-            "| 60 s {name} H.264 | {} | {} | {:.2} |",
+            "| 60 s {name} H.264 | {} | {} | {} | {:.2} |",
             describe(ours),
+            describe(every),
             describe(theirs),
             ours / theirs
         );

@@ -515,7 +515,13 @@ fn a_library_from_the_tables_answers_as_one_index_would_across_several_index_fil
         let (one, many) = (search("whole"), search("split"));
         assert_eq!(one.as_array().unwrap().len(), 6, "{one}");
         // Every result lies in a scene read from the keyframe tables (uncaptioned: "").
-        assert!(one.as_array().unwrap().iter().all(|hit| hit["caption"] == ""), "{one}");
+        assert!(
+            one.as_array()
+                .unwrap()
+                .iter()
+                .all(|hit| hit["caption"] == ""),
+            "{one}"
+        );
         assert_eq!(one, many, "{query}");
     }
 

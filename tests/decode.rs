@@ -5,10 +5,13 @@
 mod bad_inputs;
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::{read_counter, video};
 use keyscribe::time::MediaTime;
 use keyscribe::video::{
-    self, DecodeOptions, Frame, FrameReader, FrameSeeker, ResizeMode, SampleRate, Size, VideoError,
+    self, DecodeOptions, DecodeReport, Frame, FrameReader, FrameSeeker, ResizeMode, SampleRate,
+    Size, VideoError,
 };
 
 fn decode_all(name: &str, options: DecodeOptions) -> Vec<Frame> {
@@ -611,4 +614,75 @@ fn decode_all_at(path: &std::path::Path, options: DecodeOptions) -> Vec<Frame> {
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap()
+}
+
+/// Every frame `options` delivers from `name`: with frames skipped where sampling cannot use
+/// them (the default) and with every frame decoded; and the first pass's report.
+fn both_ways(name: &Path, options: DecodeOptions) -> (Vec<Frame>, Vec<Frame>, DecodeReport) {
+    let mut reader = FrameReader::open(name, options).unwrap();
+    let skipping: Vec<Frame> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    let report = reader.report().clone();
+    let every = DecodeOptions {
+        decode_every_frame: true,
+        ..options
+    };
+    let full: Vec<Frame> = FrameReader::open(name, every)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (skipping, full, report)
+}
+
+#[test]
+fn skipping_frames_sampling_cannot_use_delivers_the_same_frames_as_decoding_all() {
+    let mut names: Vec<PathBuf> = [
+        "counter.mp4",
+        "h264.mkv",
+        "h264.mov",
+        "hevc.mp4",
+        "vp9.webm",
+        "av1.mkv",
+        "mpeg4.avi",
+        "rotated.mp4",
+        "vfr.mp4",
+        "delayed.mp4",
+        "delayed.ts",
+    ]
+    .iter()
+    .map(|name| video(name))
+    .collect();
+    names.push(common::scenes_sample());
+    let mut skipped_somewhere = false;
+    for name in &names {
+        for (rate, start, end) in [
+            (2.0, 0.0, None),
+            (0.5, 0.0, None),
+            (7.0, 0.0, None),
+            (2.0, 1.3, Some(4.1)),
+        ] {
+            let options = DecodeOptions {
+                sample_rate: SampleRate::PerSecond(rate),
+                start: MediaTime::from_seconds(start),
+                end: end.map(MediaTime::from_seconds),
+                ..DecodeOptions::default()
+            };
+            let (skipping, full, report) = both_ways(name, options);
+            let label = format!("{} at {rate}/s from {start}", name.display());
+            assert_eq!(skipping.len(), full.len(), "{label}");
+            assert!(!full.is_empty(), "{label}");
+            for (a, b) in skipping.iter().zip(&full) {
+                assert_eq!(
+                    (a.time, a.pts, a.number),
+                    (b.time, b.pts, b.number),
+                    "{label}"
+                );
+                assert!(a.image == b.image, "{label}: pixels differ at {:?}", a.time);
+            }
+            skipped_somewhere |= report.frames_skipped > 0;
+        }
+    }
+    // The x264 files have disposable B-frames: some frames were not decoded at all.
+    let (_, _, report) = both_ways(&video("h264.mkv"), at_rate(2.0));
+    assert!(report.frames_skipped > 0, "{report:?}");
+    assert!(skipped_somewhere);
 }

@@ -54,6 +54,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         keyframes_only: args.codec_keyframes,
         start: args.start.unwrap_or_default(),
         end: args.end,
+        decode_every_frame: false,
     };
     let index = write_frames(
         &args.video,

@@ -111,6 +111,7 @@ pub fn analyse(
         keyframes_only: config.decode.codec_keyframes,
         start: MediaTime::from_seconds(config.decode.start_s.unwrap_or(0.0)),
         end: config.decode.end_s.map(MediaTime::from_seconds),
+        decode_every_frame: false,
     };
     let reader = FrameReader::open(video, options)?;
     let info = reader.info().clone();

@@ -1,10 +1,11 @@
 //! Decoding: frames in presentation order, sampled by time, converted to RGB; and accurate
 //! seeking to the frame on screen at a given time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
+use ffmpeg_next::codec::discard::Discard;
 use ffmpeg_next::codec::packet::Ref as _;
 use ffmpeg_next::codec::threading;
 use ffmpeg_next::decoder;
@@ -23,6 +24,11 @@ use crate::time::MediaTime;
 /// How many unreadable packets in a row end demuxing (a damaged file can otherwise spin).
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 1000;
 
+/// Video packets read ahead of the one sent to the decoder, to know when each frame leaves
+/// the screen (the next presentation time). Twice the deepest reordering H.264 and HEVC
+/// allow (16 frames), so the next frame in presentation order is always among them.
+const LOOKAHEAD_PACKETS: usize = 32;
+
 /// What the decode stage delivers and how.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DecodeOptions {
@@ -40,6 +46,10 @@ pub struct DecodeOptions {
     /// Where decoding stops: no frame shown from this time on is delivered; `None` for the
     /// end of the video.
     pub end: Option<MediaTime>,
+    /// Decode every frame, even the ones sampling cannot use. By default a frame that no
+    /// other frame depends on (a non-reference frame) and that is not on screen at any
+    /// sampling instant is not decoded; the frames delivered are the same either way.
+    pub decode_every_frame: bool,
 }
 
 impl DecodeOptions {
@@ -88,6 +98,9 @@ pub struct DecodeReport {
     pub frames_decoded: u64,
     /// Frames delivered after sampling.
     pub frames_delivered: u64,
+    /// Frames not decoded because no sampling instant fell on them and no other frame
+    /// needed them (see [`DecodeOptions::decode_every_frame`]).
+    pub frames_skipped: u64,
     /// Packets the demuxer or decoder rejected as damaged and that were skipped.
     pub damaged_packets: u64,
     /// Spans of the video whose frames could not be decoded, in time order.
@@ -208,10 +221,19 @@ impl FrameReader {
             stream.range_start = start;
         }
         let converter = stream.converter(options.size, options.mode);
+        let sampler = Sampler::new(options.sample_rate, start);
+        // A live source is decoded as it comes: reading ahead would delay every frame.
+        let plan_skips = matches!(options.sample_rate, SampleRate::PerSecond(_))
+            && !options.keyframes_only
+            && !options.decode_every_frame
+            && stream.watchdog.is_none();
+        if plan_skips {
+            stream.skip_plan = Some(sampler.clone());
+        }
         Ok(FrameReader {
             stream,
             converter,
-            sampler: Sampler::new(options.sample_rate, start),
+            sampler,
             held: VideoFrame::empty(),
             held_at: None,
             scratch: VideoFrame::empty(),
@@ -265,7 +287,8 @@ impl FrameReader {
                 break;
             }
             // After a seek the frames' positions in the stream are unknown.
-            let number = (self.stream.range_start == 0.0).then_some(self.report.frames_decoded);
+            let number = (self.stream.range_start == 0.0)
+                .then_some(self.report.frames_decoded + self.stream.frames_skipped);
             let stamp = FrameStamp {
                 seconds,
                 pts,
@@ -291,6 +314,9 @@ impl FrameReader {
         self.stream
             .close_gaps(shown_until.unwrap_or(self.stream.demuxed_until));
         self.report.damaged_packets = self.stream.damaged_packets;
+        // Frames that may have been dropped and were never produced were dropped.
+        self.report.frames_skipped = self.stream.frames_skipped
+            + std::mem::take(&mut self.stream.maybe_skipped).len() as u64;
         self.report.gaps = std::mem::take(&mut self.stream.gaps);
         self.report.stopped_early = self.stream.stopped_early();
         match shown_until {
@@ -434,6 +460,18 @@ struct DecodingStream {
     gaps: Vec<DecodeGap>,
     /// For a live source: told of every packet read, so that a silent source is noticed.
     watchdog: Option<Arc<Watchdog>>,
+    /// Video packets read but not yet sent to the decoder.
+    lookahead: VecDeque<Packet>,
+    /// Whether the demuxer has no more packets.
+    demuxed_all: bool,
+    /// The sampling instants, when frames off them may be skipped.
+    skip_plan: Option<Sampler>,
+    /// Whether the decoder is told to drop non-reference frames.
+    skipping_non_reference: bool,
+    /// Timestamps of frames the decoder may have dropped, not yet known either way.
+    maybe_skipped: BTreeSet<i64>,
+    /// Frames the decoder dropped because sampling could not use them.
+    frames_skipped: u64,
 }
 
 impl DecodingStream {
@@ -462,7 +500,7 @@ impl DecodingStream {
         let mut decoder = context.decoder();
         decoder.set_packet_time_base(opened.time_base);
         if keyframes_only {
-            decoder.skip_frame(ffmpeg_next::codec::discard::Discard::NonKey);
+            decoder.skip_frame(Discard::NonKey);
         }
         let decoder = decoder.video().map_err(decoder_error)?;
         Ok(DecodingStream {
@@ -484,6 +522,12 @@ impl DecodingStream {
             previous_video: None,
             gaps: Vec::new(),
             watchdog: None,
+            lookahead: VecDeque::new(),
+            demuxed_all: false,
+            skip_plan: None,
+            skipping_non_reference: false,
+            maybe_skipped: BTreeSet::new(),
+            frames_skipped: 0,
         })
     }
 
@@ -564,12 +608,80 @@ impl DecodingStream {
 
     /// Sends the next packet of the video stream to the decoder, or end-of-stream.
     fn feed(&mut self) {
+        loop {
+            while self.lookahead.len() <= LOOKAHEAD_PACKETS && !self.demuxed_all {
+                match self.read_video_packet() {
+                    Some(packet) => self.lookahead.push_back(packet),
+                    None => self.demuxed_all = true,
+                }
+            }
+            let Some(packet) = self.lookahead.pop_front() else {
+                break;
+            };
+            let skippable = self.skippable(&packet);
+            if skippable != self.skipping_non_reference {
+                self.skipping_non_reference = skippable;
+                self.decoder.skip_frame(if skippable {
+                    Discard::NonReference
+                } else {
+                    Discard::Default
+                });
+            }
+            // SAFETY: reading a plain field of the packet just read.
+            let discarded =
+                unsafe { (*packet.as_ptr()).flags } & ffmpeg_next::ffi::AV_PKT_FLAG_DISCARD != 0;
+            // A frame the decoder may drop on purpose is not awaited (not a lost frame).
+            let awaited = self.matches_frames && !discarded && !skippable;
+            if let Some(pts) = packet.pts() {
+                if awaited {
+                    self.awaited.insert(pts);
+                } else if skippable {
+                    self.maybe_skipped.insert(pts);
+                }
+            }
+            match self.decoder.send_packet(&packet) {
+                Ok(()) => return,
+                Err(ffmpeg_next::Error::InvalidData) => self.damaged_packets += 1,
+                Err(_) => self.damaged_packets += 1,
+            }
+        }
+        self.draining = true;
+        // Sending end-of-stream twice is harmless; its error carries no information.
+        let _ = self.decoder.send_eof();
+    }
+
+    /// Whether the frame of `packet` (the next to send) need not be decoded: sampling
+    /// cannot use it, because no sampling instant falls while it is on screen (from its
+    /// time to the next frame's, which is among the packets read ahead). The decoder then
+    /// drops it only if no other frame depends on it; either way the frames delivered are
+    /// those of a full decode.
+    fn skippable(&self, packet: &Packet) -> bool {
+        let (Some(plan), Some(pts)) = (&self.skip_plan, packet.pts()) else {
+            return false;
+        };
+        if packet.is_key() {
+            return false;
+        }
+        let next = self
+            .lookahead
+            .iter()
+            .filter_map(Packet::pts)
+            .filter(|&later| later > pts)
+            .min();
+        next.is_some_and(|next| {
+            !plan.may_deliver(self.opened.seconds(pts), self.opened.seconds(next))
+        })
+    }
+
+    /// Reads the next packet of the video stream to decode, keeping track of damage and of
+    /// time; `None` at the end of the input or after a read error.
+    fn read_video_packet(&mut self) -> Option<Packet> {
         let mut packet = Packet::empty();
         let mut bad_in_a_row = 0;
         loop {
             match packet.read(&mut self.opened.input) {
                 Ok(()) => {}
-                Err(ffmpeg_next::Error::Eof) => break,
+                Err(ffmpeg_next::Error::Eof) => return None,
                 Err(ffmpeg_next::Error::InvalidData)
                     if bad_in_a_row < MAX_CONSECUTIVE_BAD_PACKETS =>
                 {
@@ -580,7 +692,7 @@ impl DecodingStream {
                 }
                 Err(error) => {
                     self.read_error = Some(error.to_string());
-                    break;
+                    return None;
                 }
             }
             bad_in_a_row = 0;
@@ -603,21 +715,8 @@ impl DecodingStream {
             if self.keyframes_only && !packet.is_key() {
                 continue;
             }
-            // SAFETY: reading a plain field of the packet just read.
-            let discarded =
-                unsafe { (*packet.as_ptr()).flags } & ffmpeg_next::ffi::AV_PKT_FLAG_DISCARD != 0;
-            if let Some(pts) = packet.pts().filter(|_| self.matches_frames && !discarded) {
-                self.awaited.insert(pts);
-            }
-            match self.decoder.send_packet(&packet) {
-                Ok(()) => return,
-                Err(ffmpeg_next::Error::InvalidData) => self.damaged_packets += 1,
-                Err(_) => self.damaged_packets += 1,
-            }
+            return Some(packet);
         }
-        self.draining = true;
-        // Sending end-of-stream twice is harmless; its error carries no information.
-        let _ = self.decoder.send_eof();
     }
 
     /// Notes whether the demuxer skipped bytes before `packet` (of any stream).
@@ -664,6 +763,12 @@ impl DecodingStream {
     /// A frame with timestamp `pts` came out of the decoder: the frames awaited before it
     /// were lost.
     fn frame_came_out(&mut self, pts: i64) {
+        // Frames come out in presentation order: one that may have been dropped and is
+        // earlier than this one was dropped.
+        let later = self.maybe_skipped.split_off(&pts);
+        self.frames_skipped += self.maybe_skipped.len() as u64;
+        self.maybe_skipped = later;
+        self.maybe_skipped.remove(&pts);
         let later = self.awaited.split_off(&pts);
         let lost = std::mem::replace(&mut self.awaited, later);
         self.awaited.remove(&pts);
@@ -739,6 +844,9 @@ impl DecodingStream {
             })?;
         self.decoder.flush();
         self.draining = false;
+        self.lookahead.clear();
+        self.demuxed_all = false;
+        self.maybe_skipped.clear();
         self.awaited.clear();
         self.skipping_since = None;
         self.packet_end_byte = None;

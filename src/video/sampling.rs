@@ -147,6 +147,20 @@ impl Sampler {
         self.start + self.next_index as f64 * interval
     }
 
+    /// Whether a frame shown from `from` until `until` (the next frame's time) may be
+    /// delivered: whether a sampling instant lies between them, with a margin for rounding,
+    /// so that an answer of `false` is certain. Every frame may be when all are sampled.
+    pub(super) fn may_deliver(&self, from: f64, until: f64) -> bool {
+        const MARGIN_S: f64 = 1e-6;
+        let Some(interval) = self.interval else {
+            return true;
+        };
+        let first = ((from - MARGIN_S - self.start) / interval).floor().max(0.0) as u64;
+        (first..first + 3)
+            .map(|index| self.start + index as f64 * interval)
+            .any(|instant| instant >= from - MARGIN_S && instant < until + MARGIN_S)
+    }
+
     /// The stream ended; the last frame was shown until `end`. Returns whether it must be
     /// delivered.
     pub(super) fn finish(&mut self, end: f64) -> bool {
@@ -214,6 +228,30 @@ mod tests {
         let times = [0.3, 0.6, 0.9];
         let kept = sample(SampleRate::PerSecond(2.0), &times, 1.2);
         assert_eq!(kept, vec![0.3, 0.9]);
+    }
+
+    #[test]
+    fn only_frames_on_screen_at_an_instant_may_be_delivered() {
+        let sampler = Sampler::new(SampleRate::PerSecond(2.0), 0.0);
+        // At 30 fps, the frames shown at 0.5 s and 1.0 s.
+        assert!(sampler.may_deliver(15.0 / 30.0, 16.0 / 30.0));
+        assert!(sampler.may_deliver(29.0 / 30.0 + 0.01, 31.0 / 30.0));
+        // Frames between the instants.
+        assert!(!sampler.may_deliver(16.0 / 30.0, 17.0 / 30.0));
+        assert!(!sampler.may_deliver(0.6, 0.9));
+        // A frame ending just before an instant keeps a margin for rounding.
+        assert!(sampler.may_deliver(0.9, 1.0 - 1e-9));
+        assert!(Sampler::new(SampleRate::All, 0.0).may_deliver(0.1, 0.11));
+        // Exactly what the sampler delivers, over a variable-rate run of frames.
+        let mut times: Vec<f64> = (0..60).map(|i| i as f64 / 60.0).collect();
+        times.extend((0..20).map(|i| 1.0 + i as f64 / 10.0));
+        times.extend((0..45).map(|i| 3.0 + i as f64 / 30.0 + 0.004));
+        let delivered = sample(SampleRate::PerSecond(2.0), &times, 4.6);
+        for pair in times.windows(2) {
+            if delivered.contains(&pair[0]) && pair[0] > 0.0 {
+                assert!(sampler.may_deliver(pair[0], pair[1]), "{pair:?}");
+            }
+        }
     }
 
     #[test]
