@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod cache;
 pub mod caption;
 pub mod embed;
+pub mod kernels;
 pub mod models;
 pub mod output;
 pub mod output_paths;
