@@ -13,7 +13,10 @@ use std::ops::Range;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{dot, exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, Simd};
+use super::math::exp_nonpositive;
+use super::memory::{on_cpu_f32, with_f32};
+use super::simd::{dot, Fused, MulAdd, Plain};
+use super::{simd, Simd};
 
 /// Softmax attention of `q` `[batch, heads, seq, head_dim]` over `k` and `v` `[batch,
 /// kv_heads, total, head_dim]`, where the queries are the last `seq` of `total` positions

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{
-    assume_init, dot, simd, uninit_vec, with_data, with_f32, Fused, MulAdd, Plain, SharedMut, Simd,
-    Widen, BF16_DIRECT_MAX_ROWS,
-};
+use super::memory::{assume_init, uninit_vec, with_data, with_f32, SharedMut};
+use super::product::BF16_DIRECT_MAX_ROWS;
+use super::simd::{dot, Fused, MulAdd, Plain, Widen};
+use super::{simd, Simd};
 
 /// Output features computed per parallel task.
 const FEATURES_PER_TASK: usize = 256;

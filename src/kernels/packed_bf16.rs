@@ -17,7 +17,9 @@ use std::ops::Range;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{assume_init, simd, uninit_vec, Fused, MulAdd, Plain, Simd};
+use super::memory::{assume_init, uninit_vec};
+use super::simd::{Fused, MulAdd, Plain};
+use super::{simd, Simd};
 
 /// Features per panel: two 16-lane registers of sums.
 pub(super) const PANEL: usize = 32;
