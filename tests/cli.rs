@@ -675,3 +675,37 @@ fn frames_codec_keyframes_and_its_old_spelling() {
         "the old spelling is hidden"
     );
 }
+
+#[test]
+fn a_forced_instruction_set_that_is_unknown_or_missing_stops_with_the_reason() {
+    let output = common::keyscribe()
+        .args(["pipelines", "list"])
+        .env("KEYSCRIBE_ISA", "sse9")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("KEYSCRIBE_ISA=\"sse9\""), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let output = common::keyscribe()
+        .args(["pipelines", "list"])
+        .env("KEYSCRIBE_ISA", "portable")
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let detected = keyscribe::kernels::Isa::detected();
+    if detected < keyscribe::kernels::Isa::Avx512 {
+        let output = common::keyscribe()
+            .args(["pipelines", "list"])
+            .env("KEYSCRIBE_ISA", "avx512")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("KEYSCRIBE_ISA=avx512")
+                && stderr.contains(&format!("it has {}", detected.name())),
+            "{stderr}"
+        );
+    }
+}

@@ -79,6 +79,11 @@ enum Command {
 /// reader of stdout closed it early), 1 failure, 2 bad usage (clap), 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A forced instruction set the CPU lacks (or a misspelt one) stops every command here,
+    // before a kernel could run, rather than on an illegal instruction.
+    if let Err(error) = keyscribe::kernels::Isa::configured() {
+        return print_error(&error.into());
+    }
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
         Command::Frames(args) => frames::run(args),

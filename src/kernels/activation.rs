@@ -6,8 +6,7 @@ use rayon::prelude::*;
 
 use super::math::{exp_nonpositive, gelu_dispatch};
 use super::memory::{on_cpu_f32, with_f32};
-use super::simd::{Fused, MulAdd, Plain};
-use super::{simd, Simd};
+use super::simd::MulAdd;
 
 /// The activation applied right after a convolution's bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,7 @@ use rayon::prelude::*;
 
 use super::math::exp_nonpositive;
 use super::memory::{on_cpu_f32, with_f32};
-use super::simd::{dot, Fused, MulAdd, Plain};
-use super::{simd, Simd};
+use super::simd::{dot, MulAdd};
 
 /// Softmax attention of `q` `[batch, heads, seq, head_dim]` over `k` and `v` `[batch,
 /// kv_heads, total, head_dim]`, where the queries are the last `seq` of `total` positions

@@ -8,7 +8,6 @@ use super::activation::{activate, Activation};
 use super::math::gelu_scalar;
 use super::memory::{assume_init, on_cpu_f32, uninit_vec, with_f32};
 use super::simd::{Fused, MulAdd, Plain};
-use super::{simd, Simd};
 
 /// Output channels processed together in registers by the dense convolution.
 const LANES: usize = 32;
@@ -342,69 +341,22 @@ fn depthwise_rows<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: 
     }
 }
 
-/// Depthwise convolution rows with the register blocking that suits the processor: 16
-/// channels by 8 pixels in AVX-512 registers, by 4 pixels in AVX2 registers.
-fn depthwise_rows_dispatch(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    out_rows: &mut [f32],
-    geometry: ConvGeometry,
-    first_row: usize,
-    activation: Activation,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512(
-            input: &[f32],
-            weight: &[f32],
-            bias: &[f32],
-            out_rows: &mut [f32],
-            geometry: ConvGeometry,
-            first_row: usize,
-            activation: Activation,
-        ) {
-            depthwise_rows::<Fused, 16, 8, true>(
-                input, weight, bias, out_rows, geometry, first_row, activation,
-            )
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(
-            input: &[f32],
-            weight: &[f32],
-            bias: &[f32],
-            out_rows: &mut [f32],
-            geometry: ConvGeometry,
-            first_row: usize,
-            activation: Activation,
-        ) {
-            depthwise_rows::<Fused, 16, 4, false>(
-                input, weight, bias, out_rows, geometry, first_row, activation,
-            )
-        }
-        // SAFETY: the processor supports the features each variant is compiled for.
-        match simd() {
-            Simd::Avx512 => {
-                return unsafe {
-                    avx512(
-                        input, weight, bias, out_rows, geometry, first_row, activation,
-                    )
-                }
-            }
-            Simd::Avx2 => {
-                return unsafe {
-                    avx2(
-                        input, weight, bias, out_rows, geometry, first_row, activation,
-                    )
-                }
-            }
-            Simd::Portable => {}
-        }
+dispatch! {
+    /// Depthwise convolution rows with the register blocking that suits the processor: 16
+    /// channels by 8 pixels in AVX-512 registers, by 4 pixels in AVX2 registers.
+    fn depthwise_rows_dispatch(
+        input: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        out_rows: &mut [f32],
+        geometry: ConvGeometry,
+        first_row: usize,
+        activation: Activation,
+    ) {
+        avx512: depthwise_rows::<Fused, 16, 8, true>,
+        avx2: depthwise_rows::<Fused, 16, 4, false>,
+        portable: depthwise_rows::<Plain, 16, 2, false>,
     }
-    depthwise_rows::<Plain, 16, 2, false>(
-        input, weight, bias, out_rows, geometry, first_row, activation,
-    )
 }
 
 /// Repeats every channel of NHWC data `multiplier` times (channel `c` becomes output

@@ -1,8 +1,7 @@
 //! Polynomial approximations of `e^x` and GELU, to f32 precision, in forms the compiler
 //! vectorises.
 
-use super::simd::{Fused, MulAdd, Plain};
-use super::{simd, Simd};
+use super::simd::MulAdd;
 
 /// `2^n` for integer `n` in the normal range, built from the exponent bits.
 #[inline(always)]

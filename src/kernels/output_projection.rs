@@ -18,8 +18,7 @@ use rayon::prelude::*;
 
 use super::memory::{assume_init, uninit_vec, with_data, with_f32, SharedMut};
 use super::product::BF16_DIRECT_MAX_ROWS;
-use super::simd::{dot, Fused, MulAdd, Plain, Widen};
-use super::{simd, Simd};
+use super::simd::{dot, MulAdd, Widen};
 
 /// Output features computed per parallel task.
 const FEATURES_PER_TASK: usize = 256;

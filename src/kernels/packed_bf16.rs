@@ -18,8 +18,8 @@ use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
 use super::memory::{assume_init, uninit_vec};
-use super::simd::{Fused, MulAdd, Plain};
-use super::{simd, Simd};
+use super::simd::MulAdd;
+use super::Isa;
 
 /// Features per panel: two 16-lane registers of sums.
 pub(super) const PANEL: usize = 32;
@@ -36,11 +36,16 @@ pub struct PackedBf16 {
     inputs: usize,
 }
 
-/// Whether the processor has AVX-512 BF16 dot products (`vdpbf16ps`).
+/// Whether the bf16 products use AVX-512 BF16 dot products (`vdpbf16ps`): the active
+/// level is [`Isa::Avx512`] and the processor has AVX-512 BF16 (with the BW and VL
+/// instructions [`round_rows`] also uses).
 pub(super) fn bf16_dot_products_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+        Isa::active() == Isa::Avx512
+            && std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

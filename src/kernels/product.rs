@@ -13,8 +13,7 @@ use super::activation_dtype;
 use super::math::gelu_scalar;
 use super::memory::{assume_init, on_cpu_f32, uninit_vec, with_f32, with_optional_f32, SharedMut};
 use super::packed_bf16::{self, bf16_dot_products_available, PackedBf16, PANEL};
-use super::simd::{Fused, MulAdd, Plain};
-use super::{simd, Simd};
+use super::simd::MulAdd;
 
 /// The epilogue of a product block: `act(x + bias)` over `rows` rows of `width` values,
 /// `stride` apart (`bias`, when there is one, has `width` values).
