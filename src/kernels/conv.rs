@@ -48,21 +48,37 @@ impl ConvGeometry {
     }
 }
 
+/// One image's convolution as the row kernels read it: the image (NHWC; for a depthwise
+/// convolution already expanded to the output channels), the weight, the bias (one value per
+/// output channel), the geometry and the activation that follows the bias.
+#[derive(Debug, Clone, Copy)]
+struct ImageConv<'a> {
+    input: &'a [f32],
+    weight: &'a [f32],
+    bias: &'a [f32],
+    /// Channels of a pixel of `input`.
+    in_channels: usize,
+    geometry: ConvGeometry,
+    activation: Activation,
+}
+
 /// One output pixel of a depthwise convolution, channels from `first_channel` on, taps
 /// clipped at the borders.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn depthwise_pixel<M: MulAdd, const LANES: usize>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    conv: &ImageConv<'_>,
     pixel: &mut [f32],
-    geometry: ConvGeometry,
-    out_y: usize,
-    out_x: usize,
+    (out_y, out_x): (usize, usize),
     first_channel: usize,
-    activation: Activation,
 ) {
+    let ImageConv {
+        input,
+        weight,
+        bias,
+        geometry,
+        activation,
+        ..
+    } = *conv;
     let channels = bias.len();
     let k = geometry.kernel;
     let (ky0, ky1) = geometry.taps(out_y, geometry.height);
@@ -124,14 +140,18 @@ fn depthwise_pixel<M: MulAdd, const LANES: usize>(
 /// kept in registers (with `AVX512`, by [`depthwise_block_avx512`]).
 #[inline(always)]
 fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: bool>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    conv: &ImageConv<'_>,
     out_row: &mut [f32],
-    geometry: ConvGeometry,
     out_y: usize,
-    activation: Activation,
 ) {
+    let ImageConv {
+        input,
+        weight,
+        bias,
+        geometry,
+        activation,
+        ..
+    } = *conv;
     let channels = bias.len();
     let (k, stride, padding, width) = (
         geometry.kernel,
@@ -157,9 +177,7 @@ fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: b
                 // SAFETY: only the AVX-512 variant is instantiated with `AVX512`.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    depthwise_blocks_avx512::<M>(
-                        input, weight, bias, out_row, geometry, out_y, out_x, activation,
-                    )
+                    depthwise_blocks_avx512::<M>(conv, out_row, out_y, out_x)
                 };
             } else {
                 for c0 in (0..full).step_by(LANES) {
@@ -198,16 +216,12 @@ fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: b
             for px in 0..PX {
                 let x = out_x + px;
                 let pixel = &mut out_row[x * channels..(x + 1) * channels];
-                depthwise_pixel::<M, LANES>(
-                    input, weight, bias, pixel, geometry, out_y, x, full, activation,
-                );
+                depthwise_pixel::<M, LANES>(conv, pixel, (out_y, x), full);
             }
             out_x += PX;
         } else {
             let pixel = &mut out_row[out_x * channels..(out_x + 1) * channels];
-            depthwise_pixel::<M, LANES>(
-                input, weight, bias, pixel, geometry, out_y, out_x, 0, activation,
-            );
+            depthwise_pixel::<M, LANES>(conv, pixel, (out_y, out_x), 0);
             out_x += 1;
         }
     }
@@ -221,17 +235,20 @@ fn depthwise_row<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: b
 /// The processor has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn depthwise_blocks_avx512<M: MulAdd>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    conv: &ImageConv<'_>,
     out_row: &mut [f32],
-    geometry: ConvGeometry,
     out_y: usize,
     out_x: usize,
-    activation: Activation,
 ) {
+    let ImageConv {
+        input,
+        weight,
+        bias,
+        geometry,
+        activation,
+        ..
+    } = *conv;
     const LANES: usize = 16;
     const PX: usize = 8;
     let channels = bias.len();
@@ -251,13 +268,15 @@ unsafe fn depthwise_blocks_avx512<M: MulAdd>(
         // SAFETY: the caller guarantees AVX-512F; the taps are in bounds (asserted above).
         unsafe {
             depthwise_block_avx512(
-                input[(first_row * width + first_column) * channels + c0..].as_ptr(),
-                width * channels,
-                ky1 - ky0,
-                weight[ky0 * k * channels + c0..].as_ptr(),
-                k,
-                channels,
-                stride,
+                BlockTaps {
+                    input: input[(first_row * width + first_column) * channels + c0..].as_ptr(),
+                    row_stride: width * channels,
+                    rows: ky1 - ky0,
+                    weight: weight[ky0 * k * channels + c0..].as_ptr(),
+                    kernel: k,
+                    channels,
+                    stride,
+                },
                 &bias[c0..c0 + LANES],
                 pixels,
             )
@@ -272,19 +291,10 @@ unsafe fn depthwise_blocks_avx512<M: MulAdd>(
     }
 }
 
-/// Eight neighbouring output pixels of a depthwise convolution, 16 channels, all taps
-/// inside the input: `out[px * channels + j] = bias[j] + Σ_ky Σ_kx weight[(ky * kernel +
-/// kx) * channels + j] * input[ky * row_stride + (px * stride + kx) * channels + j]` for
-/// `ky < rows`, with the accumulators in AVX-512 registers.
-///
-/// # Safety
-///
-/// The processor has AVX-512F, and `input` and `weight` hold every element the formula
-/// reads.
+/// Where [`depthwise_block_avx512`] reads its taps: `rows` rows of the input from `input`,
+/// `row_stride` apart, and the weights of those kernel rows from `weight`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_block_avx512(
+struct BlockTaps {
     input: *const f32,
     row_stride: usize,
     rows: usize,
@@ -292,10 +302,30 @@ unsafe fn depthwise_block_avx512(
     kernel: usize,
     channels: usize,
     stride: usize,
-    bias: &[f32],
-    out: &mut [f32],
-) {
+}
+
+/// Eight neighbouring output pixels of a depthwise convolution, 16 channels, all taps
+/// inside the input: `out[px * channels + j] = bias[j] + Σ_ky Σ_kx weight[(ky * kernel +
+/// kx) * channels + j] * input[ky * row_stride + (px * stride + kx) * channels + j]` for
+/// `ky < rows` (the fields of `taps`), with the accumulators in AVX-512 registers.
+///
+/// # Safety
+///
+/// The processor has AVX-512F, and `taps.input` and `taps.weight` hold every element the
+/// formula reads.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn depthwise_block_avx512(taps: BlockTaps, bias: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
+    let BlockTaps {
+        input,
+        row_stride,
+        rows,
+        weight,
+        kernel,
+        channels,
+        stride,
+    } = taps;
     assert!(bias.len() >= 16 && out.len() >= 7 * channels + 16);
     // SAFETY: the caller guarantees every address read; `out` holds every address written.
     unsafe {
@@ -317,42 +347,23 @@ unsafe fn depthwise_block_avx512(
     }
 }
 
+/// Output rows from `first_row` of a depthwise convolution ([`depthwise_row`] each).
 #[inline(always)]
 fn depthwise_rows<M: MulAdd, const LANES: usize, const PX: usize, const AVX512: bool>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
+    conv: &ImageConv<'_>,
     out_rows: &mut [f32],
-    geometry: ConvGeometry,
     first_row: usize,
-    activation: Activation,
 ) {
-    let row_len = geometry.out_width * bias.len();
+    let row_len = conv.geometry.out_width * conv.bias.len();
     for (i, out_row) in out_rows.chunks_mut(row_len).enumerate() {
-        depthwise_row::<M, LANES, PX, AVX512>(
-            input,
-            weight,
-            bias,
-            out_row,
-            geometry,
-            first_row + i,
-            activation,
-        );
+        depthwise_row::<M, LANES, PX, AVX512>(conv, out_row, first_row + i);
     }
 }
 
 dispatch! {
     /// Depthwise convolution rows with the register blocking that suits the processor: 16
     /// channels by 8 pixels in AVX-512 registers, by 4 pixels in AVX2 registers.
-    fn depthwise_rows_dispatch(
-        input: &[f32],
-        weight: &[f32],
-        bias: &[f32],
-        out_rows: &mut [f32],
-        geometry: ConvGeometry,
-        first_row: usize,
-        activation: Activation,
-    ) {
+    fn depthwise_rows_dispatch(conv: &ImageConv<'_>, out_rows: &mut [f32], first_row: usize) {
         avx512: depthwise_rows::<Fused, 16, 8, true>,
         avx2: depthwise_rows::<Fused, 16, 4, false>,
         portable: depthwise_rows::<Plain, 16, 2, false>,
@@ -440,10 +451,15 @@ pub fn depthwise_conv2d(
                         };
                         let image = row / geometry.out_height;
                         let y = row % geometry.out_height;
-                        let input = &input[image * image_len..(image + 1) * image_len];
-                        depthwise_rows_dispatch(
-                            input, weight, bias, out_row, geometry, y, activation,
-                        );
+                        let conv = ImageConv {
+                            input: &input[image * image_len..(image + 1) * image_len],
+                            weight,
+                            bias,
+                            in_channels: out_channels,
+                            geometry,
+                            activation,
+                        };
+                        depthwise_rows_dispatch(&conv, out_row, y);
                     });
                 Ok(())
             })
@@ -461,17 +477,15 @@ pub fn depthwise_conv2d(
 /// One output row of a dense convolution: `out[x, o] = bias[o] + Σ w[ky, kx, i, o] *
 /// in[.., .., i]`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dense_row<M: MulAdd>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    in_channels: usize,
-    out_row: &mut [f32],
-    geometry: ConvGeometry,
-    out_y: usize,
-    activation: Activation,
-) {
+fn dense_row<M: MulAdd>(conv: &ImageConv<'_>, out_row: &mut [f32], out_y: usize) {
+    let ImageConv {
+        input,
+        weight,
+        bias,
+        in_channels,
+        geometry,
+        activation,
+    } = *conv;
     let out_channels = bias.len();
     let k = geometry.kernel;
     let (ky0, ky1) = geometry.taps(out_y, geometry.height);
@@ -510,45 +524,18 @@ fn dense_row<M: MulAdd>(
     }
 }
 
+/// Output rows from `first_row` of a dense convolution ([`dense_row`] each).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dense_rows<M: MulAdd>(
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    in_channels: usize,
-    out_rows: &mut [f32],
-    geometry: ConvGeometry,
-    first_row: usize,
-    activation: Activation,
-) {
-    let row_len = geometry.out_width * bias.len();
+fn dense_rows<M: MulAdd>(conv: &ImageConv<'_>, out_rows: &mut [f32], first_row: usize) {
+    let row_len = conv.geometry.out_width * conv.bias.len();
     for (i, out_row) in out_rows.chunks_mut(row_len).enumerate() {
-        dense_row::<M>(
-            input,
-            weight,
-            bias,
-            in_channels,
-            out_row,
-            geometry,
-            first_row + i,
-            activation,
-        );
+        dense_row::<M>(conv, out_row, first_row + i);
     }
 }
 
 dispatch! {
-    /// Dense convolution rows, dispatched on the processor's features.
-    fn dense_rows_dispatch => dense_rows(
-        input: &[f32],
-        weight: &[f32],
-        bias: &[f32],
-        in_channels: usize,
-        out_rows: &mut [f32],
-        geometry: ConvGeometry,
-        first_row: usize,
-        activation: Activation,
-    )
+    /// Dense convolution rows, dispatched on the active instruction set.
+    fn dense_rows_dispatch => dense_rows(conv: &ImageConv<'_>, out_rows: &mut [f32], first_row: usize)
 }
 
 /// Dense (ungrouped) convolution over NHWC data, meant for layers with few input channels
@@ -596,17 +583,15 @@ pub fn dense_conv2d(
                     .for_each(|(row, out_row)| {
                         let image = row / geometry.out_height;
                         let y = row % geometry.out_height;
-                        let input = &input[image * image_len..(image + 1) * image_len];
-                        dense_rows_dispatch(
-                            input,
+                        let conv = ImageConv {
+                            input: &input[image * image_len..(image + 1) * image_len],
                             weight,
                             bias,
                             in_channels,
-                            out_row,
                             geometry,
-                            y,
                             activation,
-                        );
+                        };
+                        dense_rows_dispatch(&conv, out_row, y);
                     });
                 Ok(())
             })

@@ -50,6 +50,12 @@ pub(super) unsafe fn assume_init<T>(data: Vec<MaybeUninit<T>>) -> Vec<T> {
 }
 
 /// A raw pointer that parallel tasks share to write disjoint parts of one buffer.
+///
+/// Only the matrix products use it (`product.rs`, and the packed bf16 kernels they call):
+/// a task's block of a row-major output is a range of columns of a range of rows, which no
+/// slice type describes when the columns are split, and `gemm` and the packed kernels take
+/// a block as a pointer and a row stride anyway. Everything else writes through
+/// `par_chunks_mut` slices.
 #[derive(Clone, Copy)]
 pub(super) struct SharedMut(pub(super) *mut f32);
 

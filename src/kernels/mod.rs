@@ -197,16 +197,13 @@ macro_rules! dispatch {
         }
     ) => {
         $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f,avx2,fma,popcnt")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     ($avx512)($($arg),*)
                 }
-                #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2,fma,popcnt")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     ($avx2)($($arg),*)

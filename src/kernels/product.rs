@@ -28,7 +28,8 @@ fn finish_block<M: MulAdd>(
 ) {
     for row in 0..rows {
         // SAFETY: the caller owns these `width` values of every row of the block.
-        let values = unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), width) };
+        let values =
+            unsafe { std::slice::from_raw_parts_mut(block.offset(row * stride).ptr(), width) };
         match (bias, activation) {
             (None, Activation::Identity) => return,
             (Some(bias), Activation::Identity) => {
@@ -74,7 +75,8 @@ fn prefill_block<M: MulAdd>(
 ) {
     for row in 0..rows {
         // SAFETY: the caller owns these `width` values of every row of the block.
-        let values = unsafe { std::slice::from_raw_parts_mut(block.0.add(row * stride), width) };
+        let values =
+            unsafe { std::slice::from_raw_parts_mut(block.offset(row * stride).ptr(), width) };
         let res = &residual[row * stride..][..width];
         match bias {
             Some(bias) => {
@@ -188,29 +190,40 @@ const MAX_ROWS_PER_TASK: usize = 384;
 /// where the processor has them.
 pub const BF16_DIRECT_MAX_ROWS: usize = 4;
 
-/// `out = act(x @ weight + bias)` or `out = residual + x @ weight + bias` for row-major
-/// `x: [rows, inner]`, split over the thread pool by blocks of rows (or of columns when
-/// there are few rows), each block finished right after its product.
-#[allow(clippy::too_many_arguments)]
-fn fused_product(
-    x: &[f32],
-    weight: &ProductWeight,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    activation: Activation,
+/// The row-major input `x: [rows, inner]` of a product with an `[inner, cols]` weight.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    x: &'a [f32],
     rows: usize,
     inner: usize,
     cols: usize,
+}
+
+/// What happens to a block of products once computed: `act(product + bias)`, or, with a
+/// residual, `residual + product + bias` (the activation is then the identity).
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+/// `out = act(x @ weight + bias)` or `out = residual + x @ weight + bias` for row-major
+/// `x: [rows, inner]`, split over the thread pool by blocks of rows (or of columns when
+/// there are few rows), each block finished right after its product.
+fn fused_product(
+    operand: Operand<'_>,
+    weight: &ProductWeight,
+    epilogue: Epilogue<'_>,
 ) -> Result<Vec<f32>> {
+    let Operand { x, rows, inner, .. } = operand;
     let rounded;
     let product = match weight {
         ProductWeight::Plain(tensor) | ProductWeight::AsLoaded(tensor) => {
             let as_loaded = matches!(weight, ProductWeight::AsLoaded(_));
             return with_f32(tensor, |weight| {
                 let product = Product::F32 { weight, as_loaded };
-                Ok(run_product(
-                    x, product, bias, residual, activation, rows, inner, cols,
-                ))
+                Ok(run_product(operand, product, epilogue))
             });
         }
         ProductWeight::PackedBf16(weight)
@@ -222,23 +235,22 @@ fn fused_product(
         }
         ProductWeight::PackedBf16(weight) => Product::Bf16Widened(weight),
     };
-    Ok(run_product(
-        x, product, bias, residual, activation, rows, inner, cols,
-    ))
+    Ok(run_product(operand, product, epilogue))
 }
 
 /// The task split and per-block work of [`fused_product`].
-#[allow(clippy::too_many_arguments)]
-fn run_product(
-    x: &[f32],
-    product: Product,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    activation: Activation,
-    rows: usize,
-    inner: usize,
-    cols: usize,
-) -> Vec<f32> {
+fn run_product(operand: Operand<'_>, product: Product, epilogue: Epilogue<'_>) -> Vec<f32> {
+    let Operand {
+        x,
+        rows,
+        inner,
+        cols,
+    } = operand;
+    let Epilogue {
+        bias,
+        residual,
+        activation,
+    } = epilogue;
     let mut out = uninit_vec::<f32>(rows * cols);
     let dst = SharedMut(out.as_mut_ptr().cast::<f32>());
     let threads = rayon::current_num_threads().max(1);
@@ -370,7 +382,18 @@ pub fn pointwise_conv(
     }
     let out = with_f32(x, |x| {
         with_optional_f32(bias, |b| {
-            fused_product(x, weight, b, None, activation, rows, inner, cols)
+            let operand = Operand {
+                x,
+                rows,
+                inner,
+                cols,
+            };
+            let epilogue = Epilogue {
+                bias: b,
+                residual: None,
+                activation,
+            };
+            fused_product(operand, weight, epilogue)
         })
     })?;
     Tensor::from_vec(out, out_dims, &Device::Cpu)
@@ -398,8 +421,18 @@ pub fn pointwise_conv_residual(
     let out = with_f32(x, |x| {
         with_optional_f32(bias, |b| {
             with_f32(residual, |r| {
-                let activation = Activation::Identity;
-                fused_product(x, weight, b, Some(r), activation, rows, inner, cols)
+                let operand = Operand {
+                    x,
+                    rows,
+                    inner,
+                    cols,
+                };
+                let epilogue = Epilogue {
+                    bias: b,
+                    residual: Some(r),
+                    activation: Activation::Identity,
+                };
+                fused_product(operand, weight, epilogue)
             })
         })
     })?;
