@@ -237,7 +237,7 @@ pub use activation::{gelu, swiglu, Activation};
 pub use attention::{attention, causal_attention};
 pub use conv::{dense_conv2d, depthwise_conv2d, spatial_mean};
 pub use output_projection::OutputProjection;
-pub use packed_bf16::PackedBf16;
+pub use packed_bf16::{bf16_dot_products_available, PackedBf16};
 pub use product::{
     pointwise_conv, pointwise_conv_residual, Linear, ProductWeight, BF16_DIRECT_MAX_ROWS,
 };

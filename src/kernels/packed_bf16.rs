@@ -38,8 +38,9 @@ pub struct PackedBf16 {
 
 /// Whether the bf16 products use AVX-512 BF16 dot products (`vdpbf16ps`): the active
 /// level is [`Isa::Avx512`] and the processor has AVX-512 BF16 (with the BW and VL
-/// instructions [`round_rows`] also uses).
-pub(super) fn bf16_dot_products_available() -> bool {
+/// instructions [`round_rows`] also uses; processors with AMX have them too). Without
+/// them a bf16 model's products widen its weights to f32 and run no faster than f32.
+pub fn bf16_dot_products_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         Isa::active() == Isa::Avx512
