@@ -10,7 +10,7 @@
 //!
 //! Every function takes and returns candle tensors. On a CPU with f32 data it runs the
 //! direct kernels below (rayon over rows; AVX-512 or AVX2+FMA code when the processor has
-//! them; matrix products through the `gemm` crate that candle itself uses, called directly
+//! them, or the level [`ISA_VARIABLE`] forces, see [`Isa`]; matrix products through the `gemm` crate that candle itself uses, called directly
 //! so that bias, activation and residual are applied to each block of rows while it is in
 //! cache, and outputs are written once, never zero-filled first); on any other device or
 //! dtype it composes candle ops, so the models stay device-generic.
@@ -53,7 +53,7 @@ pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 pub const ISA_VARIABLE: &str = "KEYSCRIBE_ISA";
 
 /// The instruction-set level the kernels run at: each kernel is compiled once per level
-/// and [`dispatch!`] picks the copy of [`Isa::active`].
+/// and the module's one `dispatch!` macro picks the copy of [`Isa::active`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Whatever the build target guarantees (separate multiply and add).
