@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use keyscribe::models::kernels::{pointwise_conv, Activation, ProductWeight};
+use keyscribe::kernels::{pointwise_conv, Activation, ProductWeight};
 
 /// Threads, as in the model benches.
 const THREADS: usize = 2;

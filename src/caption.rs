@@ -1,9 +1,10 @@
 //! The caption stage: a vision-language model describes each keyframe with the pipeline's
 //! prompt and decoding settings.
 
+use candle_core::Device;
 use image::RgbImage;
 
-use crate::models::generation::{parse_dtype, GenerationSettings};
+use crate::models::generation::{resolve_dtype, GenerationSettings};
 use crate::models::roles::{Captioner, CaptionerOptions};
 use crate::models::ModelError;
 use crate::pipeline::CaptionSettings;
@@ -60,9 +61,13 @@ pub fn generation_settings(settings: &CaptionSettings) -> GenerationSettings {
     }
 }
 
-/// How a pipeline's `[caption]` table asks for the captioner to be loaded.
-pub fn captioner_options(settings: &CaptionSettings) -> Result<CaptionerOptions, ModelError> {
-    let dtype = parse_dtype(&settings.dtype).map_err(|problem| ModelError::Config {
+/// How a pipeline's `[caption]` table asks for the captioner to be loaded on `device`
+/// (`dtype = "auto"` resolved for it).
+pub fn captioner_options(
+    settings: &CaptionSettings,
+    device: &Device,
+) -> Result<CaptionerOptions, ModelError> {
+    let dtype = resolve_dtype(&settings.dtype, device).map_err(|problem| ModelError::Config {
         path: "caption.dtype".into(),
         problem,
     })?;

@@ -13,6 +13,7 @@ pub mod batch;
 pub mod cache;
 pub mod caption;
 pub mod embed;
+pub mod kernels;
 pub mod models;
 pub mod output;
 pub mod output_paths;

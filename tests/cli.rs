@@ -675,3 +675,84 @@ fn frames_codec_keyframes_and_its_old_spelling() {
         "the old spelling is hidden"
     );
 }
+
+#[test]
+fn a_forced_instruction_set_that_is_unknown_or_missing_stops_with_the_reason() {
+    let output = common::keyscribe()
+        .args(["pipelines", "list"])
+        .env("KEYSCRIBE_ISA", "sse9")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("KEYSCRIBE_ISA=\"sse9\""), "{stderr}");
+    assert!(output.stdout.is_empty());
+    let output = common::keyscribe()
+        .args(["pipelines", "list"])
+        .env("KEYSCRIBE_ISA", "portable")
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let detected = keyscribe::kernels::Isa::detected();
+    if detected < keyscribe::kernels::Isa::Avx512 {
+        let output = common::keyscribe()
+            .args(["pipelines", "list"])
+            .env("KEYSCRIBE_ISA", "avx512")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("KEYSCRIBE_ISA=avx512")
+                && stderr.contains(&format!("it has {}", detected.name())),
+            "{stderr}"
+        );
+    }
+}
+
+/// `run` on the sample with the tiny models, `extra` arguments and `KEYSCRIBE_ISA` set to
+/// `isa` (when given): the document it wrote.
+fn run_with_isa(dir: &Path, isa: Option<&str>, extra: &[&str]) -> Analysis {
+    let (sample, embedder, captioner) = (sample(), tiny_embedder(), tiny_captioner());
+    let mut command = common::keyscribe();
+    command
+        .args(["run", arg(&sample), "--embedder", arg(&embedder)])
+        .args(["--captioner", arg(&captioner), "--max-tokens", "6", "-q"])
+        .args(["-o", "a.json"])
+        .args(extra)
+        .current_dir(dir)
+        .env("KEYSCRIBE_CACHE_DIR", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.join("hf-home"));
+    if let Some(isa) = isa {
+        command.env("KEYSCRIBE_ISA", isa);
+    }
+    assert_ok(&command.output().unwrap());
+    Analysis::load(&dir.join("a.json")).unwrap()
+}
+
+#[test]
+fn dtype_auto_runs_and_records_the_dtype_of_the_cpu() {
+    use keyscribe::kernels::Isa;
+    // A directory (and cache) per run, so that no run reuses another's analysis.
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let captions = |analysis: &Analysis| -> Vec<Option<String>> {
+        analysis
+            .keyframes
+            .iter()
+            .map(|k| k.caption.clone())
+            .collect()
+    };
+    // Where the variable forces a level, the CPU has it: this process runs at it too.
+    let here = keyscribe::models::generation::auto_dtype(&candle_core::Device::Cpu).as_str();
+    let auto = run_with_isa(dirs[0].path(), None, &[]);
+    assert_eq!(auto.pipeline["caption"]["dtype"], here);
+    let explicit = run_with_isa(dirs[1].path(), None, &["--dtype", here]);
+    assert_eq!(explicit.pipeline["caption"]["dtype"], here);
+    assert_eq!(captions(&auto), captions(&explicit), "auto ran {here}");
+    // Below AVX-512 there are no bf16 dot products: auto is f32.
+    if Isa::detected() >= Isa::Avx2 {
+        let forced = run_with_isa(dirs[2].path(), Some("avx2"), &["--dtype", "auto"]);
+        assert_eq!(forced.pipeline["caption"]["dtype"], "f32");
+    }
+}

@@ -13,6 +13,8 @@ use keyscribe::video::SampleRate;
 /// Compute precision of the captioner's networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
+    /// bf16 where the hardware multiplies it (a CPU with AVX-512 BF16, a GPU), else f32.
+    Auto,
     /// 32-bit floats: the reference's numbers.
     F32,
     /// bfloat16: half the memory; about twice as fast on CPUs with AVX-512 BF16.
@@ -23,6 +25,7 @@ impl Dtype {
     /// The name pipeline files use (`caption.dtype`).
     pub fn name(self) -> &'static str {
         match self {
+            Dtype::Auto => "auto",
             Dtype::F32 => "f32",
             Dtype::Bf16 => "bf16",
         }

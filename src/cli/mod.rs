@@ -89,6 +89,11 @@ enum Command {
 /// finished with failed videos, 130 interrupted.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A forced instruction set the CPU lacks (or a misspelt one) stops every command here,
+    // before a kernel could run, rather than on an illegal instruction.
+    if let Err(error) = keyscribe::kernels::Isa::configured() {
+        return print_error(&error.into());
+    }
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
         Command::Frames(args) => frames::run(args),

@@ -11,7 +11,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{Activation, Linear};
+use crate::kernels::{Activation, Linear};
 
 /// LayerNorm epsilon (PyTorch's default).
 const LAYER_NORM_EPS: f32 = 1e-5;

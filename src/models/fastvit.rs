@@ -16,13 +16,13 @@
 //! convolutions before them (also the ConvFFN's, which the inference form still stores
 //! apart), branches summed into one kernel, layer scales into the projections after them,
 //! and the attention blocks' BatchNorm into the `qkv` projection. What runs is one
-//! convolution per module, on NHWC activations through [`super::kernels`].
+//! convolution per module, on NHWC activations through [`crate::kernels`].
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{self, Activation, Linear, ProductWeight};
+use crate::kernels::{self, Activation, Linear, ProductWeight};
 
 /// BatchNorm epsilon (PyTorch's default, used by every BatchNorm in FastViT).
 const BATCH_NORM_EPS: f64 = 1e-5;

@@ -23,14 +23,14 @@ use serde_json::Value;
 use super::checkpoint::CheckpointFiles;
 use super::fastvit::{self, FastVit};
 use super::generation::{generate, Generation, GenerationSettings};
-use super::kernels;
-use super::kernels::{Activation, Linear};
 use super::preprocess::{self, Interpolation, Normalization};
 use super::qwen2::{Qwen2, Qwen2Config};
 use super::qwen2_tokenizer::{chat_prompt, Qwen2Tokenizer};
 use super::store::ModelRole;
 use super::weights::Checkpoint;
 use super::{read_json, ModelError};
+use crate::kernels;
+use crate::kernels::{Activation, Linear};
 
 /// Where the user's turn puts the image.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use super::qwen2::{KvCache, Qwen2};
@@ -153,8 +153,34 @@ pub fn parse_dtype(name: &str) -> Result<DType, String> {
         "f32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
         other => Err(format!(
-            "unknown dtype {other:?} (expected `f32` or `bf16`)"
+            "unknown dtype {other:?} (expected `auto`, `f32` or `bf16`)"
         )),
+    }
+}
+
+/// The dtype a captioner on `device` computes in for a `caption.dtype` of `auto`, `f32` or
+/// `bf16`: `auto` is [`auto_dtype`].
+pub fn resolve_dtype(name: &str, device: &Device) -> Result<DType, String> {
+    match name {
+        "auto" => Ok(auto_dtype(device)),
+        other => parse_dtype(other),
+    }
+}
+
+/// What `dtype = "auto"` means on `device`: bf16 on a CUDA GPU, and on a CPU whose kernels
+/// run bf16 products in hardware (AVX-512 BF16 at the active instruction-set level, see
+/// [`crate::kernels::bf16_dot_products_available`]); f32 elsewhere, where bf16 would only
+/// lose precision.
+pub fn auto_dtype(device: &Device) -> DType {
+    let fast_bf16 = if device.is_cpu() {
+        crate::kernels::bf16_dot_products_available()
+    } else {
+        device.is_cuda()
+    };
+    if fast_bf16 {
+        DType::BF16
+    } else {
+        DType::F32
     }
 }
 
@@ -167,5 +193,33 @@ mod tests {
         assert_eq!(parse_dtype("bf16").unwrap(), DType::BF16);
         assert_eq!(parse_dtype("f32").unwrap(), DType::F32);
         assert!(parse_dtype("f16").unwrap_err().contains("f16"));
+        assert!(parse_dtype("auto").is_err());
+    }
+
+    #[test]
+    fn auto_is_bf16_where_the_kernels_multiply_bf16_in_hardware() {
+        let cpu = Device::Cpu;
+        assert_eq!(resolve_dtype("f32", &cpu).unwrap(), DType::F32);
+        assert_eq!(resolve_dtype("bf16", &cpu).unwrap(), DType::BF16);
+        assert!(resolve_dtype("f16", &cpu).unwrap_err().contains("auto"));
+        let auto = resolve_dtype("auto", &cpu).unwrap();
+        let expected = if crate::kernels::bf16_dot_products_available() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        assert_eq!(auto, expected);
+        // A forced level below AVX-512 has no bf16 dot products: auto is f32 there.
+        if crate::kernels::Isa::active() < crate::kernels::Isa::Avx512 {
+            assert_eq!(auto, DType::F32);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::Isa::active() == crate::kernels::Isa::Avx512
+            && std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
+            assert_eq!(auto, DType::BF16);
+        }
     }
 }

@@ -11,7 +11,6 @@ pub mod clip_tokenizer;
 pub mod fastvit;
 pub mod fastvlm;
 pub mod generation;
-pub mod kernels;
 pub mod mobileclip;
 pub mod preprocess;
 pub mod qwen2;

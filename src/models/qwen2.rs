@@ -14,8 +14,8 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 use serde_json::Value;
 
-use super::kernels::{self, activation_dtype, Activation, Linear, OutputProjection};
 use super::ModelError;
+use crate::kernels::{self, activation_dtype, Activation, Linear, OutputProjection};
 
 /// The sizes of a Qwen2 decoder, read from a transformers or LLaVA `config.json`.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::models::captioner_device;
+use crate::models::generation::resolve_dtype;
 use crate::search::SearchConfig;
 use crate::select::SelectConfig;
 use crate::video::SampleRate;
@@ -246,7 +248,8 @@ pub struct CaptionSettings {
     pub top_p: f64,
     /// Seed of the sampler (used when `temperature` > 0).
     pub seed: u64,
-    /// Compute precision: `f32` or `bf16`.
+    /// Compute precision: `auto` (bf16 where the hardware multiplies bf16: a CUDA GPU, a CPU
+    /// with AVX-512 BF16; f32 elsewhere), `f32` or `bf16`.
     pub dtype: String,
     /// Whether a captioner that can cut a keyframe into tiles (SmolVLM) does; unset keeps
     /// the checkpoint's own processor setting. Captioners without tiles ignore it.
@@ -264,7 +267,7 @@ impl Default for CaptionSettings {
             temperature: 0.0,
             top_p: 0.9,
             seed: 299792458,
-            dtype: "f32".to_string(),
+            dtype: "auto".to_string(),
             image_splitting: None,
         }
     }
@@ -504,8 +507,11 @@ impl PipelineConfig {
         if !(self.caption.top_p > 0.0 && self.caption.top_p <= 1.0) {
             return Err(bad("caption.top_p", "must be in (0, 1]"));
         }
-        if !matches!(self.caption.dtype.as_str(), "f32" | "bf16") {
-            return Err(bad("caption.dtype", "must be \"f32\" or \"bf16\""));
+        if !matches!(self.caption.dtype.as_str(), "auto" | "f32" | "bf16") {
+            return Err(bad(
+                "caption.dtype",
+                "must be \"auto\", \"f32\" or \"bf16\"",
+            ));
         }
         if self.caption.prompt.trim().is_empty() {
             return Err(bad("caption.prompt", "must not be empty"));
@@ -520,11 +526,16 @@ impl PipelineConfig {
     }
 
     /// The settings that shape an analysis, as JSON: recorded in the document and hashed
-    /// into the cache key. Search settings apply at query time and are left out.
+    /// into the cache key. Search settings apply at query time and are left out;
+    /// `caption.dtype = "auto"` is recorded as the dtype the captioner runs in here.
     pub fn to_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).expect("pipeline settings serialise");
         if let Some(table) = value.as_object_mut() {
             table.remove("search");
+        }
+        if let Ok(dtype) = resolve_dtype(&self.caption.dtype, &captioner_device()) {
+            // candle names f32 and bf16 as `caption.dtype` does.
+            value["caption"]["dtype"] = dtype.as_str().into();
         }
         value
     }
@@ -735,6 +746,27 @@ mod tests {
 
     fn set(text: &str) -> Override {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn dtype_is_auto_by_default_and_recorded_as_what_runs() {
+        use crate::models::generation::auto_dtype;
+        assert_eq!(PipelineConfig::default().caption.dtype, "auto");
+        for name in ["default", "open", "fast", "article-demo"] {
+            assert_eq!(PipelineConfig::load(name).unwrap().caption.dtype, "auto");
+        }
+        let here = auto_dtype(&captioner_device()).as_str();
+        assert!(here == "f32" || here == "bf16", "{here}");
+        let recorded = |dtype: &str| {
+            let config = PipelineConfig::default()
+                .with_overrides(&[set(&format!("caption.dtype={dtype}"))])
+                .unwrap();
+            assert_eq!(config.caption.dtype, dtype);
+            config.to_json()["caption"]["dtype"].clone()
+        };
+        assert_eq!(recorded("auto"), here);
+        assert_eq!(recorded("f32"), "f32");
+        assert_eq!(recorded("bf16"), "bf16");
     }
 
     #[test]

@@ -79,8 +79,9 @@ pub fn load_captioner(
     dirs: &ModelDirs,
 ) -> Result<(KeyframeCaptioner, ModelSource), PipelineError> {
     let located = locate_captioner(config, dirs)?;
-    let options = captioner_options(&config.caption)?;
-    let model = roles::load_captioner(&located.dir, options, &captioner_device())?;
+    let device = captioner_device();
+    let options = captioner_options(&config.caption, &device)?;
+    let model = roles::load_captioner(&located.dir, options, &device)?;
     let captioner = KeyframeCaptioner::new(model, &config.caption);
     let source = model_source(&located)?;
     note_licence(&located);

@@ -230,35 +230,22 @@ impl Ord for Estimate {
     }
 }
 
-/// The `keep` rows of `first_row..` with the highest estimated similarity to `query`, best
-/// first. `codes` holds `words` words per row; `factors` one entry per row.
-pub(crate) fn scan(
-    query: &PreparedQuery,
-    codes: &[u64],
-    factors: &[CodeFactors],
-    first_row: usize,
-    keep: usize,
-) -> Vec<Estimate> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU supports the `popcnt` instruction, checked just above.
-            return unsafe { scan_with_popcnt(query, codes, factors, first_row, keep) };
-        }
+crate::kernels::dispatch! {
+    /// The `keep` rows of `first_row..` with the highest estimated similarity to `query`, best
+    /// first. `codes` holds `words` words per row; `factors` one entry per row. Compiled for
+    /// each instruction-set level ([`crate::kernels::Isa`]): both x86 levels count bits with
+    /// the POPCNT instruction.
+    pub(crate) fn scan(
+        query: &PreparedQuery,
+        codes: &[u64],
+        factors: &[CodeFactors],
+        first_row: usize,
+        keep: usize,
+    ) -> Vec<Estimate> {
+        avx512: scan_any_width,
+        avx2: scan_any_width,
+        portable: scan_any_width,
     }
-    scan_any_width(query, codes, factors, first_row, keep)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-unsafe fn scan_with_popcnt(
-    query: &PreparedQuery,
-    codes: &[u64],
-    factors: &[CodeFactors],
-    first_row: usize,
-    keep: usize,
-) -> Vec<Estimate> {
-    scan_any_width(query, codes, factors, first_row, keep)
 }
 
 /// Dispatches to a kernel unrolled for the common code widths (512 and 1024 bits).

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::models::kernels::{activation_dtype, attention, Activation, Linear};
+use crate::kernels::{activation_dtype, attention, Activation, Linear};
 
 /// The MLP's activation, as `config.json`'s `hidden_act` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

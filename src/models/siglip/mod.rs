@@ -427,7 +427,7 @@ impl Siglip {
     /// `[batch, 3, height, width]` -> `[batch, dim]`.
     pub fn embed_preprocessed(&self, pixels: &Tensor) -> Result<Tensor, ModelError> {
         let pixels = pixels.to_dtype(self.activation_dtype())?;
-        let pooled = super::kernels::on_thread_pool(|| self.vision.forward_pooled(&pixels))?;
+        let pooled = crate::kernels::on_thread_pool(|| self.vision.forward_pooled(&pixels))?;
         Ok(l2_normalize(&pooled.to_dtype(DType::F32)?)?)
     }
 
@@ -446,7 +446,7 @@ impl Siglip {
         let mut parts = Vec::with_capacity(texts.len().div_ceil(TEXT_BATCH));
         for chunk in texts.chunks(TEXT_BATCH) {
             let ids = self.tokenize(chunk)?;
-            let features = super::kernels::on_thread_pool(|| self.text.forward(&ids))?;
+            let features = crate::kernels::on_thread_pool(|| self.text.forward(&ids))?;
             parts.push(l2_normalize(&features.to_dtype(DType::F32)?)?);
         }
         self.concat(parts)
@@ -454,7 +454,7 @@ impl Siglip {
 
     /// The dtype activations flow in.
     fn activation_dtype(&self) -> DType {
-        super::kernels::activation_dtype(self.dtype, &self.device)
+        crate::kernels::activation_dtype(self.dtype, &self.device)
     }
 
     fn concat(&self, parts: Vec<Tensor>) -> Result<Tensor, ModelError> {

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{linear, Encoder, EncoderShape, HiddenAct, LayerNorm};
-use crate::models::kernels::{activation_dtype, Activation, Linear};
+use crate::kernels::{activation_dtype, Activation, Linear};
 
 /// The text tower's configuration: `config.json`'s `text_config`, with transformers'
 /// `SiglipTextConfig` defaults for missing fields.

@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{linear, Encoder, EncoderShape, HiddenAct, LayerNorm, Mlp};
-use crate::models::kernels::{activation_dtype, attention, Activation, Linear};
+use crate::kernels::{activation_dtype, attention, Activation, Linear};
 
 /// The vision tower's configuration: `config.json`'s `vision_config`, with transformers'
 /// `SiglipVisionConfig` defaults for missing fields.
@@ -178,7 +178,7 @@ impl VisionTransformer {
     ///
     /// The tower runs in `vb`'s dtype; with bf16 on the CPU the weights of its products
     /// are packed bf16 and the activations stay f32 (see
-    /// [`crate::models::kernels::activation_dtype`]): pixels go in, and states come out, in
+    /// [`crate::kernels::activation_dtype`]): pixels go in, and states come out, in
     /// that activation dtype.
     pub fn load(vb: VarBuilder, config: &VisionConfig) -> Result<Self> {
         let width = config.hidden_size;

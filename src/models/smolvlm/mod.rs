@@ -26,12 +26,12 @@ use tokenizers::Tokenizer;
 
 use super::checkpoint::CheckpointFiles;
 use super::generation::{generate, Generation, GenerationSettings, TokenText};
-use super::kernels::{self, Activation, Linear};
 use super::qwen2::{Qwen2, Qwen2Config};
 use super::siglip::vision::{VisionConfig, VisionTransformer};
 use super::store::ModelRole;
 use super::weights::Checkpoint;
 use super::{read_json, ModelError};
+use crate::kernels::{self, Activation, Linear};
 use processor::{
     chat_prompt, ImageProcessorConfig, ProcessedImage, TileGrid, END_OF_UTTERANCE, IMAGE_TOKEN,
 };

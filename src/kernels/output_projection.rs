@@ -11,15 +11,15 @@
 //! full logits' argmax picks. Typically a handful of rows remain, and a decoded token reads
 //! the int8 copy (136 MB) instead of the weight.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{
-    assume_init, dot, simd, uninit_vec, with_data, with_f32, Fused, MulAdd, Plain, SharedMut, Simd,
-    Widen, BF16_DIRECT_MAX_ROWS,
-};
+use super::memory::{assume_init, uninit_vec, with_data, with_f32};
+use super::product::BF16_DIRECT_MAX_ROWS;
+use super::simd::{dot, MulAdd, Widen};
 
 /// Output features computed per parallel task.
 const FEATURES_PER_TASK: usize = 256;
@@ -53,78 +53,90 @@ impl<'a> RowMajor<'a> {
     }
 }
 
-/// Features `first..first + count` of `weight` times each of `rows` input rows of `x`:
-/// `out[row * stride + feature]`.
+/// Features `first..first + out[row].len()` of `weight` (rows of `inputs`) times each
+/// input row of `x`: `out[row][feature - first]`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn feature_rows<M: MulAdd, W: Widen>(
     weight: &[W],
     inputs: usize,
     x: &[f32],
-    rows: usize,
     first: usize,
-    count: usize,
-    out: SharedMut,
-    stride: usize,
+    out: &mut [&mut [MaybeUninit<f32>]],
 ) {
+    let count = out.first().map_or(0, |row| row.len());
     for feature in first..first + count {
         let w = &weight[feature * inputs..(feature + 1) * inputs];
-        for row in 0..rows {
+        for (row, out) in out.iter_mut().enumerate() {
             let value = dot::<M, W>(w, &x[row * inputs..(row + 1) * inputs]);
-            // SAFETY: each task writes only its own features' column range.
-            unsafe { *out.offset(row * stride + feature).ptr() = value };
+            out[feature - first].write(value);
         }
     }
 }
 
 /// [`feature_rows`] for whichever element type `weight` holds.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn dot_rows_generic<M: MulAdd>(
     weight: RowMajor<'_>,
     inputs: usize,
     x: &[f32],
-    rows: usize,
     first: usize,
-    count: usize,
-    out: SharedMut,
-    stride: usize,
+    out: &mut [&mut [MaybeUninit<f32>]],
 ) {
     match weight {
-        RowMajor::F32(w) => feature_rows::<M, _>(w, inputs, x, rows, first, count, out, stride),
-        RowMajor::Bf16(w) => feature_rows::<M, _>(w, inputs, x, rows, first, count, out, stride),
-        RowMajor::Int8(w) => feature_rows::<M, _>(w, inputs, x, rows, first, count, out, stride),
+        RowMajor::F32(w) => feature_rows::<M, _>(w, inputs, x, first, out),
+        RowMajor::Bf16(w) => feature_rows::<M, _>(w, inputs, x, first, out),
+        RowMajor::Int8(w) => feature_rows::<M, _>(w, inputs, x, first, out),
     }
 }
 
 dispatch! {
-    /// [`dot_rows_generic`] with the processor's widest vector instructions.
+    /// [`dot_rows_generic`] at the active instruction set.
     fn dot_rows => dot_rows_generic(
         weight: RowMajor<'_>,
         inputs: usize,
         x: &[f32],
-        rows: usize,
         first: usize,
-        count: usize,
-        out: SharedMut,
-        stride: usize,
+        out: &mut [&mut [MaybeUninit<f32>]],
     )
 }
 
+/// The dot product of a one-feature `weight` with the input row `x`.
+#[inline(always)]
+fn row_dot_generic<M: MulAdd>(weight: RowMajor<'_>, x: &[f32]) -> f32 {
+    match weight {
+        RowMajor::F32(w) => dot::<M, _>(w, x),
+        RowMajor::Bf16(w) => dot::<M, _>(w, x),
+        RowMajor::Int8(w) => dot::<M, _>(w, x),
+    }
+}
+
+dispatch! {
+    /// [`row_dot_generic`] at the active instruction set.
+    fn row_dot => row_dot_generic(weight: RowMajor<'_>, x: &[f32]) -> f32
+}
+
 /// Every feature of `weight` (`features` rows of `inputs`) times each row of `x`, in
-/// parallel tasks: `[rows, features]`.
+/// parallel tasks of [`FEATURES_PER_TASK`] features: `[rows, features]`.
 fn all_features(weight: RowMajor<'_>, features: usize, inputs: usize, x: &[f32]) -> Vec<f32> {
     let rows = x.len() / inputs.max(1);
     let mut out = uninit_vec::<f32>(rows * features);
-    let shared = SharedMut(out.as_mut_ptr().cast::<f32>());
-    (0..features.div_ceil(FEATURES_PER_TASK))
+    // A task's features are a slice of every row: gathered per task, the slices are
+    // disjoint by construction.
+    let mut tasks: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..features.div_ceil(FEATURES_PER_TASK))
+        .map(|_| Vec::with_capacity(rows))
+        .collect();
+    for row in out.chunks_mut(features.max(1)) {
+        for (task, part) in tasks.iter_mut().zip(row.chunks_mut(FEATURES_PER_TASK)) {
+            task.push(part);
+        }
+    }
+    tasks
         .into_par_iter()
-        .for_each(|task| {
-            let first = task * FEATURES_PER_TASK;
-            let count = FEATURES_PER_TASK.min(features - first);
-            dot_rows(weight, inputs, x, rows, first, count, shared, features);
+        .enumerate()
+        .for_each(|(task, mut out)| {
+            dot_rows(weight, inputs, x, task * FEATURES_PER_TASK, &mut out);
         });
-    // SAFETY: the tasks cover every feature of every row.
+    // SAFETY: the tasks covered every feature of every row.
     unsafe { assume_init(out) }
 }
 
@@ -243,23 +255,21 @@ impl OutputProjection {
             let int8_dots = all_features(RowMajor::Int8(&screen.values), features, inputs, x);
             let mut tokens = Vec::with_capacity(rows);
             for (row, int8_dots) in x.chunks_exact(inputs).zip(int8_dots.chunks_exact(features)) {
-                let logit = match candidates(row, int8_dots, &screen.scales) {
-                    Some(candidates) => weight_rows(&self.weight, |weight| {
-                        first_max(candidates.into_iter().map(|feature| {
-                            let mut logit = 0f32;
-                            let out = SharedMut(&mut logit);
-                            dot_rows(weight.row(feature, inputs), inputs, row, 1, 0, 1, out, 1);
-                            (feature, logit)
-                        }))
-                    })?,
-                    None => weight_rows(&self.weight, |weight| {
-                        first_max(
-                            all_features(weight, features, inputs, row)
-                                .into_iter()
-                                .enumerate(),
-                        )
-                    })?,
-                };
+                let logit =
+                    match candidates(row, int8_dots, &screen.scales) {
+                        Some(candidates) => weight_rows(&self.weight, |weight| {
+                            first_max(candidates.into_iter().map(|feature| {
+                                (feature, row_dot(weight.row(feature, inputs), row))
+                            }))
+                        })?,
+                        None => weight_rows(&self.weight, |weight| {
+                            first_max(
+                                all_features(weight, features, inputs, row)
+                                    .into_iter()
+                                    .enumerate(),
+                            )
+                        })?,
+                    };
                 tokens.push(logit as u32);
             }
             Ok(tokens)

@@ -17,7 +17,9 @@ use std::ops::Range;
 use candle_core::{DType, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{assume_init, simd, uninit_vec, Fused, MulAdd, Plain, Simd};
+use super::memory::{assume_init, uninit_vec, SharedMut};
+use super::simd::MulAdd;
+use super::Isa;
 
 /// Features per panel: two 16-lane registers of sums.
 pub(super) const PANEL: usize = 32;
@@ -34,11 +36,17 @@ pub struct PackedBf16 {
     inputs: usize,
 }
 
-/// Whether the processor has AVX-512 BF16 dot products (`vdpbf16ps`).
-pub(super) fn bf16_dot_products_available() -> bool {
+/// Whether the bf16 products use AVX-512 BF16 dot products (`vdpbf16ps`): the active
+/// level is [`Isa::Avx512`] and the processor has AVX-512 BF16 (with the BW and VL
+/// instructions [`round_rows`] also uses; processors with AMX have them too). Without
+/// them a bf16 model's products widen its weights to f32 and run no faster than f32.
+pub fn bf16_dot_products_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+        Isa::active() == Isa::Avx512
+            && std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -185,7 +193,15 @@ impl PackedBf16 {
                 unsafe {
                     let a = a.as_ptr().add(row * pairs);
                     let out = out.add(row * out_stride + panel * PANEL);
-                    let tile_args = (a, pairs, weights, out, out_stride, width, accumulate);
+                    let tile_args = DotTile {
+                        a,
+                        pairs,
+                        weights,
+                        out,
+                        out_stride,
+                        width,
+                        accumulate,
+                    };
                     let done = match tile {
                         TILE_ROWS => dot_tile::<TILE_ROWS>(tile_args),
                         8..TILE_ROWS => dot_tile::<8>(tile_args),
@@ -222,21 +238,33 @@ impl PackedBf16 {
         accumulate: bool,
     ) {
         assert!(x.len() >= rows.end * self.inputs && panels.end * PANEL < self.features + PANEL);
-        widened_rows(
-            self,
+        let block = WidenedBlock {
+            weight: self,
             x,
-            rows,
-            panels,
-            OutPointer(out),
+            out: SharedMut(out),
             out_stride,
             accumulate,
-        );
+        };
+        widened_rows(&block, rows, panels);
     }
 }
 
-/// The arguments of [`dot_tile`]: bf16 input words (rows `pairs` apart), the panel, the
-/// output (rows `out_stride` apart), the panel's real width, and whether to accumulate.
-type TileArgs = (*const u32, usize, *const u32, *mut f32, usize, usize, bool);
+/// The arguments of [`dot_tile`].
+#[derive(Clone, Copy)]
+struct DotTile {
+    /// The tile's first row of bf16 input words; rows are `pairs` words apart.
+    a: *const u32,
+    pairs: usize,
+    /// The panel's words.
+    weights: *const u32,
+    /// The tile's first output row; rows are `out_stride` values apart.
+    out: *mut f32,
+    out_stride: usize,
+    /// The panel's real width (features that exist).
+    width: usize,
+    /// Whether the sums are added to `out` rather than stored.
+    accumulate: bool,
+}
 
 /// One `ROWS x PANEL` tile of [`PackedBf16::product_block`]: the sums stay in 2 * `ROWS`
 /// registers over all input pairs, then are stored (masked to the panel's real width).
@@ -246,9 +274,16 @@ type TileArgs = (*const u32, usize, *const u32, *mut f32, usize, usize, bool);
 /// The processor must have AVX-512 BF16, and the pointers must cover the tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-unsafe fn dot_tile<const ROWS: usize>(
-    (a, pairs, weights, out, out_stride, width, accumulate): TileArgs,
-) -> usize {
+unsafe fn dot_tile<const ROWS: usize>(tile: DotTile) -> usize {
+    let DotTile {
+        a,
+        pairs,
+        weights,
+        out,
+        out_stride,
+        width,
+        accumulate,
+    } = tile;
     use std::arch::x86_64::*;
     let mut sums = [[_mm512_setzero_ps(); 2]; ROWS];
     for pair in 0..pairs {
@@ -289,22 +324,31 @@ unsafe fn dot_tile<const ROWS: usize>(
     ROWS
 }
 
-/// A raw output pointer that parallel tasks share, each writing its own elements.
-#[derive(Clone, Copy)]
-struct OutPointer(*mut f32);
-
-/// One panel of [`PackedBf16::widened_block`] for the `ROWS` input rows from `row`: the
-/// panel's 32 sums per row stay in registers over all input pairs.
-#[inline(always)]
-fn widened_tile<M: MulAdd, const ROWS: usize>(
-    weight: &PackedBf16,
-    x: &[f32],
-    row: usize,
-    panel: usize,
-    out: OutPointer,
+/// The operands of [`PackedBf16::widened_block`]: the weight, the f32 input rows `x`, the
+/// output (row 0, feature 0; rows `out_stride` apart) and whether to add to it.
+struct WidenedBlock<'a> {
+    weight: &'a PackedBf16,
+    x: &'a [f32],
+    out: SharedMut,
     out_stride: usize,
     accumulate: bool,
-) {
+}
+
+/// One panel of [`PackedBf16::widened_block`] for the `ROWS` input rows from `row`: the
+/// panel's 32 sums per row stay in registers over all input pairs. Returns `ROWS`.
+#[inline(always)]
+fn widened_tile<M: MulAdd, const ROWS: usize>(
+    block: &WidenedBlock<'_>,
+    row: usize,
+    panel: usize,
+) -> usize {
+    let WidenedBlock {
+        weight,
+        x,
+        out,
+        out_stride,
+        accumulate,
+    } = *block;
     let inputs = weight.inputs;
     let x: [&[f32]; ROWS] = std::array::from_fn(|r| &x[(row + r) * inputs..][..inputs]);
     // Separate sums for the even and the odd inputs: twice the independent additions.
@@ -342,66 +386,41 @@ fn widened_tile<M: MulAdd, const ROWS: usize>(
     for (r, sums) in sums.iter().enumerate() {
         let at = (row + r) * out_stride + panel * PANEL;
         // SAFETY: the caller owns these `width` outputs of the row.
-        let to = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), width) };
+        let to = unsafe { std::slice::from_raw_parts_mut(out.offset(at).ptr(), width) };
         for ((to, &even), &odd) in to.iter_mut().zip(&sums[0]).zip(&sums[1]) {
             let sum = even + odd;
             *to = if accumulate { *to + sum } else { sum };
         }
     }
+    ROWS
 }
 
 /// [`PackedBf16::widened_block`], generic over the multiply-add instruction: up to four
 /// input rows share each pass over a panel.
 #[inline(always)]
 fn widened_rows_generic<M: MulAdd>(
-    weight: &PackedBf16,
-    x: &[f32],
+    block: &WidenedBlock<'_>,
     rows: Range<usize>,
     panels: Range<usize>,
-    out: OutPointer,
-    out_stride: usize,
-    accumulate: bool,
 ) {
     for panel in panels {
         let mut row = rows.start;
         while row < rows.end {
-            let args = (weight, x, row, panel, out, out_stride, accumulate);
             row += match rows.end - row {
-                1 => tile_with::<M, 1>(args),
-                2 => tile_with::<M, 2>(args),
-                3 => tile_with::<M, 3>(args),
-                _ => tile_with::<M, 4>(args),
+                1 => widened_tile::<M, 1>(block, row, panel),
+                2 => widened_tile::<M, 2>(block, row, panel),
+                3 => widened_tile::<M, 3>(block, row, panel),
+                _ => widened_tile::<M, 4>(block, row, panel),
             };
         }
     }
 }
 
-/// Runs [`widened_tile`] on its arguments and returns the rows it covered.
-#[inline(always)]
-fn tile_with<M: MulAdd, const ROWS: usize>(
-    (weight, x, row, panel, out, out_stride, accumulate): (
-        &PackedBf16,
-        &[f32],
-        usize,
-        usize,
-        OutPointer,
-        usize,
-        bool,
-    ),
-) -> usize {
-    widened_tile::<M, ROWS>(weight, x, row, panel, out, out_stride, accumulate);
-    ROWS
-}
-
 dispatch! {
-    /// [`widened_rows_generic`] with the processor's widest vector instructions.
+    /// [`widened_rows_generic`] at the active instruction set.
     fn widened_rows => widened_rows_generic(
-        weight: &PackedBf16,
-        x: &[f32],
+        block: &WidenedBlock<'_>,
         rows: Range<usize>,
         panels: Range<usize>,
-        out: OutPointer,
-        out_stride: usize,
-        accumulate: bool,
     )
 }

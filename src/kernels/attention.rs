@@ -13,7 +13,9 @@ use std::ops::Range;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::{dot, exp_nonpositive, on_cpu_f32, simd, with_f32, Fused, MulAdd, Plain, Simd};
+use super::math::exp_nonpositive;
+use super::memory::{on_cpu_f32, with_f32};
+use super::simd::{dot, MulAdd};
 
 /// Softmax attention of `q` `[batch, heads, seq, head_dim]` over `k` and `v` `[batch,
 /// kv_heads, total, head_dim]`, where the queries are the last `seq` of `total` positions
@@ -75,10 +77,13 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool)
                 out.par_chunks_mut(seq * heads * head_dim)
                     .enumerate()
                     .for_each(|(item, out)| {
-                        let q = &q[item * heads * seq * head_dim..][..heads * seq * head_dim];
-                        let k = &k[item * kv_len..][..kv_len];
-                        let v = &v[item * kv_len..][..kv_len];
-                        let scale = scale as f32;
+                        let item = Item {
+                            q: &q[item * heads * seq * head_dim..][..heads * seq * head_dim],
+                            k: &k[item * kv_len..][..kv_len],
+                            v: &v[item * kv_len..][..kv_len],
+                            shape,
+                            scale: scale as f32,
+                        };
                         let scratch = || vec![0f32; QUERY_BLOCK * total];
                         if seq < QUERY_BLOCK {
                             // Too few positions to share the work: one task per head.
@@ -88,7 +93,7 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool)
                                     let (position, head) = (index / heads, index % heads);
                                     let heads = head..head + 1;
                                     let at = (position, heads);
-                                    attention_rows(q, k, v, shape, at, scale, scores, out);
+                                    attention_rows(&item, at, scores, out);
                                 },
                             );
                         } else {
@@ -96,7 +101,7 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool)
                                 .enumerate()
                                 .for_each_init(scratch, |scores, (block, out)| {
                                     let at = (block * QUERY_BLOCK, 0..heads);
-                                    attention_rows(q, k, v, shape, at, scale, scores, out);
+                                    attention_rows(&item, at, scores, out);
                                 });
                         }
                     });
@@ -165,49 +170,57 @@ struct Shape {
     causal: bool,
 }
 
+/// One batch item's attention as the row kernels read it: the queries `q` (`[heads, seq,
+/// head_dim]`), the keys `k` as [`Shape::keys_transposed`] says, the values `v`
+/// (`[kv_heads, total, head_dim]`), the sizes and the scale of the scores.
+#[derive(Clone, Copy)]
+struct Item<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    shape: Shape,
+    scale: f32,
+}
+
 /// Up to [`QUERY_BLOCK`] neighbouring query positions from `first`, heads `heads` (`at` is
 /// `(first, heads)`): `out` holds their rows (`[positions, heads.len() * head_dim]`), head
-/// `h`'s weighted sum of the values it may see at `(h - heads.start) * head_dim`. `k` holds
-/// the keys as [`Shape::keys_transposed`] says, `v` the values (`[kv_heads, total,
-/// head_dim]`); `scores` is scratch of `QUERY_BLOCK * total` values. A whole block of positions shares every key and value it
-/// reads; the positions of a partial block (a decoded token) go one by one.
-#[allow(clippy::too_many_arguments)]
+/// `h`'s weighted sum of the values it may see at `(h - heads.start) * head_dim`; `scores`
+/// is scratch of `QUERY_BLOCK * total` values. A whole block of positions shares every key
+/// and value it reads; the positions of a partial block (a decoded token) go one by one.
 #[inline(always)]
 fn attention_rows_generic<M: MulAdd>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    shape: Shape,
+    item: &Item<'_>,
     (first, heads): (usize, Range<usize>),
-    scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let row = heads.len() * shape.head_dim;
+    let row = heads.len() * item.shape.head_dim;
     if out.len() == QUERY_BLOCK * row {
         let at = (first, heads);
-        attention_block::<M, QUERY_BLOCK>(q, k, v, shape, at, scale, scores, out);
+        attention_block::<M, QUERY_BLOCK>(item, at, scores, out);
     } else {
         for (r, out) in out.chunks_exact_mut(row).enumerate() {
             let at = (first + r, heads.clone());
-            attention_block::<M, 1>(q, k, v, shape, at, scale, scores, out);
+            attention_block::<M, 1>(item, at, scores, out);
         }
     }
 }
 
 /// `POSITIONS` query positions from `first` of [`attention_rows_generic`].
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attention_block<M: MulAdd, const POSITIONS: usize>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    shape: Shape,
+    item: &Item<'_>,
     (first, head_range): (usize, Range<usize>),
-    scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let Item {
+        q,
+        k,
+        v,
+        shape,
+        scale,
+    } = *item;
     let Shape {
         heads,
         kv_heads,
@@ -345,12 +358,8 @@ fn lane_reduce(values: &[f32], identity: f32, f: impl Fn(f32, f32) -> f32) -> f3
 dispatch! {
     /// [`attention_rows_generic`] with the processor's widest vector instructions.
     fn attention_rows => attention_rows_generic(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        shape: Shape,
+        item: &Item<'_>,
         at: (usize, Range<usize>),
-        scale: f32,
         scores: &mut [f32],
         out: &mut [f32],
     )
