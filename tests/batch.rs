@@ -597,3 +597,36 @@ fn a_video_run_analysed_with_the_same_settings_comes_from_the_cache() {
         .collect();
     assert_eq!(texts(&keyframes, "caption"), captions);
 }
+
+#[test]
+fn an_empty_shard_writes_empty_tables_that_read_as_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = videos_in(dir.path(), &["counter.mp4"]);
+    let empty = (0..4)
+        .find(|&shard| shard_of(&paths[0], 4) != shard)
+        .unwrap();
+    let shard = empty.to_string();
+    let output = batch(
+        dir.path(),
+        &[
+            "--manifest",
+            "videos.txt",
+            "--out",
+            "out",
+            "--num-shards",
+            "4",
+            "--shard-index",
+            &shard,
+        ],
+    );
+    assert_ok(&output);
+    let out = dir.path().join("out");
+    let (schema, rows) = read_table(&out.join(format!("part-{empty:05}-of-00004.parquet")));
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    assert_eq!(
+        schema.field_with_name("embedding").unwrap().data_type(),
+        &DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), 32)
+    );
+    let (_, frames) = read_table(&out.join(format!("frames-{empty:05}.parquet")));
+    assert_eq!(frames.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+}
