@@ -24,3 +24,16 @@ pub fn reuse_freed_memory() {
         libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
     }
 }
+
+/// Hands the free memory that [`reuse_freed_memory`] makes the C allocator keep back to the
+/// system (glibc's `malloc_trim`, which also releases free pages inside the heap). A process
+/// that runs for hours (`keyscribe watch`) calls it between units of work, so that its
+/// resident memory stays flat instead of creeping up as the heap fragments. A no-op on other
+/// C libraries.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the system; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -504,4 +504,16 @@ fn a_file_or_a_bad_source_is_one_line_naming_it() {
             "{stderr}"
         );
     }
+    for (flags, words) in [
+        (["--vtt", "-"], "stdout carries the JSON lines"),
+        (["--segment-s", "0"], "--segment-s 0"),
+    ] {
+        let mut args = vec!["watch", "-"];
+        args.extend(flags);
+        let output = common::keyscribe_in(dir.path(), &args, None);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = text(&output.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(words), "{stderr}");
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,16 @@ pub fn run(args: WatchArgs) -> anyhow::Result<()> {
         .caption_interval_s
         .map(|seconds| positive("--caption-interval-s", seconds))
         .transpose()?;
+    if args
+        .vtt
+        .as_deref()
+        .is_some_and(|path| path == Path::new("-"))
+    {
+        bail!("--vtt -: stdout carries the JSON lines; name a file for the WebVTT");
+    }
+    if args.output == Path::new("-") {
+        bail!("-o -: the segment documents are files; name a prefix such as `camera`");
+    }
     let source = LiveSource::parse(&args.source, args.input_format.as_deref())?;
     let mut overrides = args.caption.overrides();
     overrides.extend(args.selection.overrides()?);

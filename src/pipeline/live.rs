@@ -48,6 +48,8 @@ const SINK_QUEUE: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// How often the sink hands freed memory back to the system.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How to watch a live source.
 #[derive(Debug, Clone)]
@@ -360,7 +362,17 @@ fn read_live(
         sink.send(signal, LiveItem::Connected(reader.info().clone()))?;
         // Stream time 0 of this connection, on the session's time.
         let mut offset: Option<f64> = None;
-        while let Some((frame, picture)) = reader.next_frame_with_picture()? {
+        // A decoding error ends this connection as a read error does.
+        let mut failure = None;
+        loop {
+            let (frame, picture) = match reader.next_frame_with_picture() {
+                Ok(Some(delivered)) => delivered,
+                Ok(None) => break,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
             let stream_time = frame.time.seconds();
             let arrived = clock.now();
             let offset = *offset.get_or_insert_with(|| arrived.seconds() - stream_time);
@@ -381,15 +393,22 @@ fn read_live(
         }
         signal.check()?;
         let end = last_time.unwrap_or_else(|| clock.now());
-        if signal.is_ending() || !settings.reconnect || !settings.source.can_reconnect() {
+        if signal.is_ending() {
             return Ok(end);
+        }
+        if !settings.reconnect || !settings.source.can_reconnect() {
+            return match failure {
+                Some(error) => Err(error.into()),
+                None => Ok(end),
+            };
         }
         let reason = if watchdog.stalled() {
             format!("no data for {} s", settings.stall.as_secs_f64())
         } else {
-            match reader.read_error() {
-                Some(error) => format!("read error: {error}"),
-                None => "the stream ended".to_string(),
+            match (failure, reader.read_error()) {
+                (Some(error), _) => error.to_string(),
+                (None, Some(error)) => format!("read error: {error}"),
+                (None, None) => "the stream ended".to_string(),
             }
         };
         sink.send(signal, LiveItem::Lost(reason.clone()))?;
@@ -582,6 +601,8 @@ struct Sink<F: Fn(LiveEvent)> {
     /// The session's frame drops when the open segment started.
     dropped_frames_before: u64,
     written: Written,
+    /// When freed memory was last handed back to the system.
+    released: Instant,
 }
 
 /// Sink stage: tells each keyframe as soon as it is captioned (in order), tells gaps, and
@@ -608,6 +629,7 @@ fn write_live(
             keyframes: 0,
             documents: Vec::new(),
         },
+        released: Instant::now(),
     };
     loop {
         match signal.recv(items) {
@@ -681,7 +703,12 @@ impl<F: Fn(LiveEvent)> Sink<F> {
             }
         }
         self.tell_resolved();
-        self.close_finished()
+        self.close_finished()?;
+        if self.released.elapsed() >= RELEASE_INTERVAL {
+            crate::allocator::release_freed_memory();
+            self.released = Instant::now();
+        }
+        Ok(())
     }
 
     fn find(&mut self, index: usize) -> Option<&mut Announced> {
