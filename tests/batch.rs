@@ -131,7 +131,7 @@ fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The content of every file under `dir` whose name starts with `prefix`.
+/// The content of every Parquet file in `dir`, by name.
 fn table_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     names_in(dir)
         .into_iter()

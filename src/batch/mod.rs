@@ -25,7 +25,7 @@ use thiserror::Error;
 
 use crate::analysis::{Analysis, FrameEmbeddings};
 use crate::atomic;
-use crate::cache::AnalysisCache;
+use crate::cache::{hex, AnalysisCache};
 use crate::pipeline::{
     analyse_in_turn, cache_key, load_embedder, regular_file_sha256, AnalysisRequest, ModelDirs,
     Models, PipelineConfig, PipelineError, StopSignal,
@@ -504,9 +504,4 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), BatchError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
